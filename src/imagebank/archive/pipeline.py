@@ -1,0 +1,150 @@
+"""The ingest pipeline: validate -> de-duplicate -> store bytes -> index -> announce.
+
+Ordering is what makes a crash harmless (a ``kill -9`` at any instant):
+
+1. the bytes are written to the blob store first, atomically, under a content-derived key;
+2. the index rows are committed in one database transaction;
+3. only then are superseded blobs deleted and events emitted.
+
+A crash before (2) leaves at most an unreferenced blob: it is not counted anywhere (all counts come
+from the index) and ``imagebank check --repair`` removes it. A crash between (2) and (3) leaves the
+index complete and, at worst, an old blob to collect. No instance is ever half-indexed and nothing
+already stored is lost: a replacement's new bytes are durable before the old ones go.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagebank.archive.prepare import PreparedInstance, prepare_bytes, prepare_file
+from imagebank.config import IngestSettings
+from imagebank.errors import RejectedInstance, StorageError
+from imagebank.events import INSTANCE_STORED, EventBus, InstanceStored
+from imagebank.storage.blobs import BlobStore
+from imagebank.storage.index import CommitOutcome, JournalEntry, MetadataIndex, Outcome, StagedInstance
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    outcome: Outcome
+    sop_instance_uid: str | None = None
+    study_instance_uid: str | None = None
+    series_instance_uid: str | None = None
+    reason: str | None = None
+    message: str | None = None
+    attribute: str | None = None
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome in (Outcome.STORED, Outcome.DUPLICATE, Outcome.REPLACED)
+
+    @classmethod
+    def rejected(cls, exc: RejectedInstance, sop_instance_uid: str | None = None) -> IngestResult:
+        return cls(Outcome.REJECTED, sop_instance_uid, reason=exc.reason, message=exc.message,
+                   attribute=exc.attribute)
+
+
+def stage(prepared: PreparedInstance) -> StagedInstance:
+    return StagedInstance(
+        record=prepared.record, sha256=prepared.sha256, size=prepared.size, blob_key=prepared.blob_key,
+        transfer_syntax_uid=prepared.transfer_syntax_uid, header_json=prepared.header_json,
+    )
+
+
+class Archive:
+    """Index + blob store + events, with the ingest rules of :class:`IngestSettings`."""
+
+    def __init__(self, index: MetadataIndex, blobs: BlobStore, settings: IngestSettings,
+                 events: EventBus | None = None) -> None:
+        self.index = index
+        self.blobs = blobs
+        self.settings = settings
+        self.events = events or EventBus()
+
+    # ------------------------------------------------------------ single instance
+
+    def prepare(self, source: bytes | str | os.PathLike[str]) -> tuple[PreparedInstance, bytes | Path]:
+        """Parse and validate; returns the prepared instance and what to store (bytes or a path)."""
+        opts = {"require_patient_id": self.settings.require_patient_id,
+                "bulk_data_threshold": self.settings.bulk_data_threshold}
+        if isinstance(source, (bytes, bytearray, memoryview)):
+            data = bytes(source)
+            return prepare_bytes(data, **opts), data
+        prepared, data_or_none = prepare_file(source, **opts)
+        return prepared, (data_or_none if data_or_none is not None else Path(source))
+
+    def write_blob(self, prepared: PreparedInstance, payload: bytes | Path) -> None:
+        key = prepared.blob_key
+        if self.blobs.exists(key):  # content-addressed: the same key means the same bytes
+            return
+        if isinstance(payload, Path):
+            with open(payload, "rb") as fh:
+                self.blobs.put(key, fh)
+        else:
+            self.blobs.put(key, payload)
+
+    def ingest(self, source: bytes | str | os.PathLike[str], *, origin: str = "api") -> IngestResult:
+        """Ingest one PS3.10 file (bytes or path). Never raises for bad input: see the result."""
+        try:
+            prepared, payload = self.prepare(source)
+        except RejectedInstance as exc:
+            return IngestResult.rejected(exc)
+        # Cheap pre-check so re-sent identical instances and refused conflicts write no blob at all.
+        known = self.index.blob_key_for(prepared.sop_instance_uid)
+        if known is not None:
+            if known[1] == prepared.sha256:
+                return self._result(prepared, CommitOutcome(Outcome.DUPLICATE))
+            if self.settings.duplicate_policy == "reject":
+                # Go through commit anyway so the conflict is recorded in the ingest log.
+                return self.commit_staged([stage(prepared)], origin=origin, wrote_blobs=False)[0]
+        try:
+            self.write_blob(prepared, payload)
+        except StorageError as exc:
+            log.error("blob store write failed for %s: %s", prepared.sop_instance_uid, exc)
+            return IngestResult(Outcome.REJECTED, prepared.sop_instance_uid, reason="out-of-resources",
+                                message="the archive could not store the instance (storage failure)")
+        return self.commit_staged([stage(prepared)], origin=origin)[0]
+
+    # ------------------------------------------------------------------- batches
+
+    def commit_staged(self, items: Sequence[StagedInstance], *, origin: str,
+                      journal: Sequence[JournalEntry] = (), wrote_blobs: bool = True) -> list[IngestResult]:
+        """Index instances whose blobs are already stored; then clean up and announce."""
+        outcomes = self.index.commit(items, policy=self.settings.duplicate_policy, origin=origin,
+                                     journal=journal)
+        results = []
+        for item, outcome in zip(items, outcomes, strict=True):
+            if outcome.superseded_blob_key and not self.index.is_blob_referenced(outcome.superseded_blob_key):
+                self.blobs.delete(outcome.superseded_blob_key)
+            if (outcome.outcome is Outcome.REJECTED and wrote_blobs
+                    and not self.index.is_blob_referenced(item.blob_key)):
+                self.blobs.delete(item.blob_key)  # written for nothing: the index refused it
+            result = self._result(item, outcome)
+            if outcome.outcome in (Outcome.STORED, Outcome.REPLACED):
+                self.events.emit(INSTANCE_STORED, InstanceStored(
+                    sop_instance_uid=str(result.sop_instance_uid),
+                    series_instance_uid=str(result.series_instance_uid),
+                    study_instance_uid=str(result.study_instance_uid),
+                    sop_class_uid=str(item.record.instance["sop_class_uid"]),
+                    replaced=outcome.outcome is Outcome.REPLACED, origin=origin))
+            elif outcome.outcome is Outcome.REJECTED:
+                log.info("rejected %s: %s", result.sop_instance_uid, outcome.reason)
+            results.append(result)
+        return results
+
+    @staticmethod
+    def _result(item: PreparedInstance | StagedInstance, outcome: CommitOutcome) -> IngestResult:
+        rec = item.record
+        return IngestResult(
+            outcome=outcome.outcome,
+            sop_instance_uid=rec.instance["sop_instance_uid"],
+            study_instance_uid=rec.study["study_instance_uid"],
+            series_instance_uid=rec.series["series_instance_uid"],
+            reason=outcome.reason, message=outcome.message, attribute=outcome.attribute,
+        )

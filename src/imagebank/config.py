@@ -1,0 +1,142 @@
+"""The one configuration object, loaded once and passed down.
+
+Sources, later ones winning:
+
+1. built-in defaults (the embedded setup: SQLite + filesystem blobs inside the data folder);
+2. a TOML file: ``--config FILE``, ``$IMAGEBANK_CONFIG``, or ``imagebank.toml`` inside the data folder;
+3. environment variables ``IMAGEBANK_<SECTION>__<KEY>`` (e.g. ``IMAGEBANK_DATABASE__URL``).
+
+The data folder itself comes from ``--data DIR``, ``$IMAGEBANK_DATA`` or ``./imagebank-data``.
+No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from imagebank.errors import ConfigError
+
+DEFAULT_DATA_DIR = "imagebank-data"
+CONFIG_FILE_NAME = "imagebank.toml"
+ENV_PREFIX = "IMAGEBANK_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatabaseSettings(_Section):
+    #: SQLAlchemy URL. Empty means ``sqlite:///<data>/index.sqlite3``.
+    url: str = ""
+    #: Bring the schema up to date when the archive is opened (embedded default). Operators of a shared
+    #: PostgreSQL usually turn this off and run ``imagebank db upgrade`` explicitly.
+    auto_upgrade: bool = True
+    pool_size: int = Field(default=5, ge=1)
+
+
+class StorageSettings(_Section):
+    #: ``file:///path`` or ``s3://bucket/prefix``. Empty means ``file://<data>/blobs``.
+    blob_url: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = "us-east-1"
+    #: Leave empty to use boto3's usual credential chain.
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    #: fsync every blob and its directory before the index commit refers to it.
+    fsync: bool = True
+
+
+class IngestSettings(_Section):
+    #: What to do when an instance arrives whose SOP Instance UID is stored with different bytes.
+    duplicate_policy: Literal["reject", "replace"] = "reject"
+    #: Refuse instances with an empty Patient ID (type 2 in most IODs, but an archive cannot file them).
+    require_patient_id: bool = True
+    #: Worker processes for bulk ingest; 0 means one per CPU.
+    workers: int = Field(default=0, ge=0)
+    #: Values longer than this many bytes are left out of the cached header as BulkDataURIs.
+    bulk_data_threshold: int = Field(default=1024, ge=64)
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8042, ge=1, le=65535)
+
+
+class Settings(_Section):
+    data_dir: Path
+    database: DatabaseSettings = DatabaseSettings()
+    storage: StorageSettings = StorageSettings()
+    ingest: IngestSettings = IngestSettings()
+    server: ServerSettings = ServerSettings()
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{self.data_dir / 'index.sqlite3'}"
+
+    @property
+    def blob_url(self) -> str:
+        return self.storage.blob_url or (self.data_dir / "blobs").resolve().as_uri()
+
+    @property
+    def is_embedded_database(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    overrides: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
+        overrides.setdefault(section, {})[key] = value
+    return overrides
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_settings(
+    data_dir: str | os.PathLike[str] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Build the settings from defaults, the TOML file and the environment.
+
+    Raises :class:`ConfigError` naming the offending setting when anything is invalid.
+    """
+    env = os.environ if environ is None else environ
+    data = Path(data_dir or env.get("IMAGEBANK_DATA") or DEFAULT_DATA_DIR).expanduser().absolute()
+    explicit = config_file or env.get("IMAGEBANK_CONFIG")
+    path = Path(explicit).expanduser() if explicit else data / CONFIG_FILE_NAME
+
+    raw: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    elif explicit:
+        raise ConfigError(f"configuration file {path} does not exist")
+
+    raw = _merge(raw, _env_overrides(env))
+    raw["data_dir"] = data
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid configuration ({path.name}): {problems}") from None

@@ -1,0 +1,40 @@
+"""Open the archive a :class:`~imagebank.config.Settings` describes: the one factory of adapters."""
+
+from __future__ import annotations
+
+from sqlalchemy import Engine
+
+from imagebank.archive.pipeline import Archive
+from imagebank.config import Settings
+from imagebank.errors import ConfigError
+from imagebank.storage import database
+from imagebank.storage.blobs import BlobStore, open_blob_store
+from imagebank.storage.index import MetadataIndex
+
+
+def open_engine(settings: Settings, *, upgrade: bool | None = None) -> Engine:
+    """The index engine, migrated to the current schema when allowed (see ``database.auto_upgrade``)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = database.create_index_engine(settings.database_url, pool_size=settings.database.pool_size)
+    should_upgrade = settings.database.auto_upgrade if upgrade is None else upgrade
+    current = database.current_revision(engine)
+    head = database.head_revision()
+    if current != head:
+        if not should_upgrade:
+            raise ConfigError(
+                f"the index schema is at revision {current or 'none'}, this version needs {head}: "
+                "run 'imagebank db upgrade'")
+        database.upgrade(engine)
+    return engine
+
+
+def open_blobs(settings: Settings) -> BlobStore:
+    s = settings.storage
+    return open_blob_store(
+        settings.blob_url, fsync=s.fsync, s3_endpoint_url=s.s3_endpoint_url, s3_region=s.s3_region,
+        s3_access_key_id=s.s3_access_key_id, s3_secret_access_key=s.s3_secret_access_key)
+
+
+def open_archive(settings: Settings, *, engine: Engine | None = None) -> Archive:
+    engine = engine or open_engine(settings)
+    return Archive(MetadataIndex(engine), open_blobs(settings), settings.ingest)

@@ -1,0 +1,138 @@
+"""Extraction of the index attributes of one instance (pure: Dataset in, plain dicts out).
+
+The column <- keyword tables below are the single place that says which DICOM attribute feeds which
+index column; :mod:`imagebank.storage.schema` defines the columns with the same names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom import Dataset
+from pydicom.multival import MultiValue
+
+from imagebank.dicom.names import fold_person_name
+
+# PS3.4 C.6.1.1.2 (patient level) / PS3.18 Table 10.6.1-5.
+PATIENT_COLUMNS: dict[str, str] = {
+    "patient_id": "PatientID",
+    "issuer_of_patient_id": "IssuerOfPatientID",
+    "patient_name": "PatientName",
+    "patient_birth_date": "PatientBirthDate",
+    "patient_birth_time": "PatientBirthTime",
+    "patient_sex": "PatientSex",
+    "other_patient_ids": "OtherPatientIDs",
+    "ethnic_group": "EthnicGroup",
+    "patient_comments": "PatientComments",
+}
+
+# PS3.4 C.6.1.1.3 / C.6.2.1.2 (study level).
+STUDY_COLUMNS: dict[str, str] = {
+    "study_instance_uid": "StudyInstanceUID",
+    "study_date": "StudyDate",
+    "study_time": "StudyTime",
+    "accession_number": "AccessionNumber",
+    "study_id": "StudyID",
+    "study_description": "StudyDescription",
+    "referring_physician_name": "ReferringPhysicianName",
+    "name_of_physicians_reading_study": "NameOfPhysiciansReadingStudy",
+    "institution_name": "InstitutionName",
+    "patient_age": "PatientAge",
+    "patient_size": "PatientSize",
+    "patient_weight": "PatientWeight",
+    "timezone_offset_from_utc": "TimezoneOffsetFromUTC",
+    "specific_character_set": "SpecificCharacterSet",
+}
+
+# PS3.4 C.6.1.1.4 (series level).
+SERIES_COLUMNS: dict[str, str] = {
+    "series_instance_uid": "SeriesInstanceUID",
+    "modality": "Modality",
+    "series_number": "SeriesNumber",
+    "series_description": "SeriesDescription",
+    "series_date": "SeriesDate",
+    "series_time": "SeriesTime",
+    "body_part_examined": "BodyPartExamined",
+    "laterality": "Laterality",
+    "protocol_name": "ProtocolName",
+    "manufacturer": "Manufacturer",
+    "manufacturer_model_name": "ManufacturerModelName",
+    "station_name": "StationName",
+    "institution_name": "InstitutionName",
+    "performed_procedure_step_start_date": "PerformedProcedureStepStartDate",
+    "performed_procedure_step_start_time": "PerformedProcedureStepStartTime",
+}
+
+# PS3.4 C.6.1.1.5 (composite object instance level).
+INSTANCE_COLUMNS: dict[str, str] = {
+    "sop_instance_uid": "SOPInstanceUID",
+    "sop_class_uid": "SOPClassUID",
+    "instance_number": "InstanceNumber",
+    "rows": "Rows",
+    "columns": "Columns",
+    "bits_allocated": "BitsAllocated",
+    "number_of_frames": "NumberOfFrames",
+    "content_date": "ContentDate",
+    "content_time": "ContentTime",
+    "acquisition_datetime": "AcquisitionDateTime",
+    "image_type": "ImageType",
+    "completion_flag": "CompletionFlag",
+    "verification_flag": "VerificationFlag",
+}
+
+_INTEGER_COLUMNS = {"series_number", "instance_number", "rows", "columns", "bits_allocated", "number_of_frames"}
+
+
+def _value(ds: Dataset, keyword: str, column: str) -> Any:
+    elem = ds.get(keyword)
+    if elem is None or elem == "" or (isinstance(elem, MultiValue) and len(elem) == 0):
+        return None
+    if column in _INTEGER_COLUMNS:
+        try:
+            return int(elem[0] if isinstance(elem, MultiValue) else elem)
+        except (TypeError, ValueError):
+            return None  # a malformed IS in a real-world file must not block its ingest
+    if isinstance(elem, MultiValue):
+        return "\\".join(str(v) for v in elem)
+    text = str(elem).strip()
+    return text or None
+
+
+def _columns(ds: Dataset, table: dict[str, str]) -> dict[str, Any]:
+    return {column: _value(ds, keyword, column) for column, keyword in table.items()}
+
+
+@dataclass
+class IndexRecord:
+    """Everything the index stores about one instance, grouped by level."""
+
+    patient: dict[str, Any]
+    study: dict[str, Any]
+    series: dict[str, Any]
+    instance: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def extract_index_record(ds: Dataset) -> IndexRecord:
+    """Read the index attributes of ``ds`` (a header parsed without pixel data)."""
+    patient = _columns(ds, PATIENT_COLUMNS)
+    patient["issuer_of_patient_id"] = patient["issuer_of_patient_id"] or ""
+    patient["patient_name_search"] = fold_person_name(patient["patient_name"])
+
+    study = _columns(ds, STUDY_COLUMNS)
+    study["referring_physician_name_search"] = fold_person_name(study["referring_physician_name"])
+    issuer = ds.get("IssuerOfAccessionNumberSequence")
+    if issuer:
+        study["issuer_of_accession_number"] = str(issuer[0].get("LocalNamespaceEntityID", "")) or None
+    else:
+        study["issuer_of_accession_number"] = None
+
+    series = _columns(ds, SERIES_COLUMNS)
+    request = ds.get("RequestAttributesSequence")
+    first = request[0] if request else Dataset()
+    series["requested_procedure_id"] = _value(first, "RequestedProcedureID", "requested_procedure_id")
+    series["scheduled_procedure_step_id"] = _value(first, "ScheduledProcedureStepID", "scheduled_procedure_step_id")
+
+    instance = _columns(ds, INSTANCE_COLUMNS)
+    return IndexRecord(patient=patient, study=study, series=series, instance=instance)

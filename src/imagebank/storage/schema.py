@@ -1,0 +1,204 @@
+"""The metadata index schema (SQLAlchemy Core), shared by SQLite and PostgreSQL.
+
+Columns carry every attribute that QIDO-RS (PS3.18 Table 10.6.1-5, required matching and return keys)
+and C-FIND (PS3.4 C.6.1.1 / C.6.2.1 patient, study, series and instance level keys) match on or
+return, plus the computed counts and Modalities in Study, so a query never has to open a blob.
+
+Representation choices:
+- DA/TM/DT values are kept as their DICOM strings (``YYYYMMDD``, ``HHMMSS.FFFFFF``). Their fixed
+  width makes lexical order equal to time order, so range matching (PS3.4 C.2.2.2.5) is a plain
+  ``BETWEEN`` on both databases, and a malformed date in a real-world file cannot block its ingest.
+- Absent Type 2/3 values are stored as ``''`` only where a column takes part in a unique key
+  (Issuer of Patient ID); elsewhere as NULL.
+- Person names keep the DICOM string (``Family^Given``) plus a folded copy (upper case, no accents,
+  components separated by spaces) for fuzzy matching (PS3.18 8.3.4.1 ``fuzzymatching``).
+- The full DICOM JSON header (PS3.18 F.2) of each instance, without pixel data and with large values
+  as BulkDataURIs, sits in its own table so index scans never drag it along.
+
+Any change here needs a new Alembic revision in ``migrations/versions``; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING)
+
+UID = String(64)  # PS3.5 9.1: at most 64 characters
+PN = String(324)  # PS3.5 6.2: 64 chars per component group, up to five groups
+LO = String(64)
+SH = String(16)
+DA = String(8)
+TM = String(16)
+CS = String(16)
+
+patients = Table(
+    "patients",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("patient_id", LO, nullable=False),
+    Column("issuer_of_patient_id", LO, nullable=False, server_default=""),
+    Column("patient_name", PN),
+    Column("patient_name_search", PN),
+    Column("patient_birth_date", DA),
+    Column("patient_birth_time", TM),
+    Column("patient_sex", CS),
+    Column("other_patient_ids", Text),
+    Column("ethnic_group", SH),
+    Column("patient_comments", Text),
+    Column("number_of_patient_related_studies", Integer, nullable=False, server_default="0"),
+    Column("number_of_patient_related_series", Integer, nullable=False, server_default="0"),
+    Column("number_of_patient_related_instances", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("patient_id", "issuer_of_patient_id"),
+    Index(None, "patient_name_search"),
+    Index(None, "patient_birth_date"),
+)
+
+studies = Table(
+    "studies",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("study_instance_uid", UID, nullable=False, unique=True),
+    Column("patient_pk", ForeignKey("patients.id", ondelete="CASCADE"), nullable=False),
+    Column("study_date", DA),
+    Column("study_time", TM),
+    Column("accession_number", SH),
+    Column("issuer_of_accession_number", LO),
+    Column("study_id", SH),
+    Column("study_description", LO),
+    Column("referring_physician_name", PN),
+    Column("referring_physician_name_search", PN),
+    Column("name_of_physicians_reading_study", PN),
+    Column("institution_name", LO),
+    Column("patient_age", String(4)),
+    Column("patient_size", String(16)),
+    Column("patient_weight", String(16)),
+    Column("timezone_offset_from_utc", String(5)),
+    Column("specific_character_set", String(128)),
+    #: Distinct Modality values of the study's series, sorted, backslash-separated (as a DICOM CS VM 1-n).
+    Column("modalities_in_study", String(256)),
+    #: Distinct SOP Class UIDs of the study's instances, backslash-separated.
+    Column("sop_classes_in_study", Text),
+    Column("number_of_study_related_series", Integer, nullable=False, server_default="0"),
+    Column("number_of_study_related_instances", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Index(None, "patient_pk", "study_date"),
+    Index(None, "study_date", "study_time"),
+    Index(None, "accession_number"),
+    Index(None, "referring_physician_name_search"),
+    Index(None, "updated_at"),
+)
+
+series = Table(
+    "series",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("series_instance_uid", UID, nullable=False, unique=True),
+    Column("study_pk", ForeignKey("studies.id", ondelete="CASCADE"), nullable=False),
+    Column("modality", CS),
+    Column("series_number", Integer),
+    Column("series_description", LO),
+    Column("series_date", DA),
+    Column("series_time", TM),
+    Column("body_part_examined", CS),
+    Column("laterality", CS),
+    Column("protocol_name", LO),
+    Column("manufacturer", LO),
+    Column("manufacturer_model_name", LO),
+    Column("station_name", SH),
+    Column("institution_name", LO),
+    Column("performed_procedure_step_start_date", DA),
+    Column("performed_procedure_step_start_time", TM),
+    # Request Attributes Sequence (0040,0275), first item: QIDO-RS series-level matching keys.
+    Column("requested_procedure_id", SH),
+    Column("scheduled_procedure_step_id", SH),
+    Column("number_of_series_related_instances", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # Cohort queries ("prostate MR") filter on modality and body part, then join to the study.
+    Index(None, "modality", "body_part_examined", "study_pk"),
+    Index(None, "study_pk", "series_number"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("sop_instance_uid", UID, nullable=False, unique=True),
+    Column("series_pk", ForeignKey("series.id", ondelete="CASCADE"), nullable=False),
+    Column("sop_class_uid", UID, nullable=False),
+    Column("instance_number", Integer),
+    Column("transfer_syntax_uid", UID, nullable=False),
+    Column("rows", Integer),
+    Column("columns", Integer),
+    Column("bits_allocated", Integer),
+    Column("number_of_frames", Integer),
+    Column("content_date", DA),
+    Column("content_time", TM),
+    Column("acquisition_datetime", String(26)),
+    Column("image_type", String(128)),
+    Column("completion_flag", CS),
+    Column("verification_flag", CS),
+    Column("blob_key", String(80), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("stored_at", DateTime(timezone=True), nullable=False),
+    Column("origin", String(32), nullable=False),
+    Index(None, "series_pk", "instance_number"),
+    Index(None, "sop_class_uid"),
+    Index(None, "blob_key"),
+)
+
+instance_headers = Table(
+    "instance_headers",
+    metadata,
+    Column("instance_pk", ForeignKey("instances.id", ondelete="CASCADE"), primary_key=True),
+    #: DICOM JSON (PS3.18 F.2) of the whole header, without File Meta and Pixel Data.
+    Column("dicom_json", Text, nullable=False),
+)
+
+#: Conflicting duplicates (rejected or replaced): the "recorded" half of the duplicate policy.
+ingest_log = Table(
+    "ingest_log",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("sop_instance_uid", UID, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("previous_sha256", String(64)),
+    Column("new_sha256", String(64)),
+    Column("origin", String(32), nullable=False),
+    Index(None, "sop_instance_uid"),
+    Index(None, "at"),
+)
+
+#: Bulk-ingest journal: which source files a job already committed, so a rerun resumes.
+ingest_sources = Table(
+    "ingest_sources",
+    metadata,
+    Column("job_key", String(64), primary_key=True),
+    Column("source_key", String(64), primary_key=True),  # SHA-256 of the source path
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=False),
+)
