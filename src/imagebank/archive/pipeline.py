@@ -57,17 +57,15 @@ def stage(prepared: PreparedInstance) -> StagedInstance:
     )
 
 
-class Archive:
-    """Index + blob store + events, with the ingest rules of :class:`IngestSettings`."""
+class Stager:
+    """The blob-side half of the pipeline (parse, validate, hash, write bytes): needs no index.
 
-    def __init__(self, index: MetadataIndex, blobs: BlobStore, settings: IngestSettings,
-                 events: EventBus | None = None) -> None:
-        self.index = index
+    Bulk-ingest worker processes run only this half; the parent indexes what they staged.
+    """
+
+    def __init__(self, blobs: BlobStore, settings: IngestSettings) -> None:
         self.blobs = blobs
         self.settings = settings
-        self.events = events or EventBus()
-
-    # ------------------------------------------------------------ single instance
 
     def prepare(self, source: bytes | str | os.PathLike[str]) -> tuple[PreparedInstance, bytes | Path]:
         """Parse and validate; returns the prepared instance and what to store (bytes or a path)."""
@@ -89,10 +87,30 @@ class Archive:
         else:
             self.blobs.put(key, payload)
 
+    def stage(self, source: bytes | str | os.PathLike[str]) -> StagedInstance:
+        """Prepare and write the blob; raises :class:`RejectedInstance` or :class:`StorageError`."""
+        prepared, payload = self.prepare(source)
+        self.write_blob(prepared, payload)
+        return stage(prepared)
+
+
+class Archive:
+    """Index + blob store + events, with the ingest rules of :class:`IngestSettings`."""
+
+    def __init__(self, index: MetadataIndex, blobs: BlobStore, settings: IngestSettings,
+                 events: EventBus | None = None) -> None:
+        self.index = index
+        self.blobs = blobs
+        self.settings = settings
+        self.stager = Stager(blobs, settings)
+        self.events = events or EventBus()
+
+    # ------------------------------------------------------------ single instance
+
     def ingest(self, source: bytes | str | os.PathLike[str], *, origin: str = "api") -> IngestResult:
         """Ingest one PS3.10 file (bytes or path). Never raises for bad input: see the result."""
         try:
-            prepared, payload = self.prepare(source)
+            prepared, payload = self.stager.prepare(source)
         except RejectedInstance as exc:
             return IngestResult.rejected(exc)
         # Cheap pre-check so re-sent identical instances and refused conflicts write no blob at all.
@@ -104,7 +122,7 @@ class Archive:
                 # Go through commit anyway so the conflict is recorded in the ingest log.
                 return self.commit_staged([stage(prepared)], origin=origin, wrote_blobs=False)[0]
         try:
-            self.write_blob(prepared, payload)
+            self.stager.write_blob(prepared, payload)
         except StorageError as exc:
             log.error("blob store write failed for %s: %s", prepared.sop_instance_uid, exc)
             return IngestResult(Outcome.REJECTED, prepared.sop_instance_uid, reason="out-of-resources",

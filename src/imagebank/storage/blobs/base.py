@@ -38,6 +38,9 @@ class BlobStore(Protocol):
     def size(self, key: str) -> int:
         """Size in bytes; raises :class:`~imagebank.errors.NotFound`."""
 
+    def modified_at(self, key: str) -> float:
+        """POSIX time of the last write; raises :class:`~imagebank.errors.NotFound`."""
+
     def delete(self, key: str) -> None:
         """Remove ``key``; deleting a missing key is not an error."""
 

@@ -79,6 +79,12 @@ class FilesystemBlobStore:
         except FileNotFoundError:
             raise NotFound(f"blob {key} not found") from None
 
+    def modified_at(self, key: str) -> float:
+        try:
+            return self._path(key).stat().st_mtime
+        except FileNotFoundError:
+            raise NotFound(f"blob {key} not found") from None
+
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)
 

@@ -105,6 +105,12 @@ class S3BlobStore:
             raise NotFound(f"blob {key} not found")
         return int(head["ContentLength"])
 
+    def modified_at(self, key: str) -> float:
+        head = self._head(key)
+        if head is None:
+            raise NotFound(f"blob {key} not found")
+        return float(head["LastModified"].timestamp())
+
     def delete(self, key: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
 

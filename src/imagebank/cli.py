@@ -1,0 +1,235 @@
+"""The ``imagebank`` command.
+
+Every subcommand loads the one configuration (``--data``/``--config``/environment), opens what it
+needs through :mod:`imagebank.context`, and turns :class:`~imagebank.errors.ImagebankError` (and an
+unreachable database) into a one-line message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from imagebank import __version__
+from imagebank.config import Settings, load_settings
+from imagebank.errors import ImagebankError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _friendly_errors(func: F) -> F:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return func(*args, **kwargs)
+        except ImagebankError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+        except OperationalError as exc:
+            click.echo(f"error: the index database is not reachable: {exc.orig}", err=True)
+            sys.exit(2)
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(ctx: click.Context) -> Settings:
+    obj = ctx.find_root().obj
+    if "settings" not in obj:
+        obj["settings"] = load_settings(obj["data"], obj["config"])
+    return obj["settings"]  # type: ignore[no-any-return]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--data", "data", type=click.Path(file_okay=False), envvar="IMAGEBANK_DATA",
+              help="Data folder (index, blobs, imagebank.toml). Default: ./imagebank-data")
+@click.option("--config", "config", type=click.Path(dir_okay=False), envvar="IMAGEBANK_CONFIG",
+              help="Configuration file (TOML). Default: DATA/imagebank.toml if present.")
+@click.option("-v", "--verbose", count=True, help="More log output (repeat for debug).")
+@click.version_option(__version__, prog_name="imagebank")
+@click.pass_context
+def main(ctx: click.Context, data: str | None, config: str | None, verbose: int) -> None:
+    """Imagebank: medical image archive, research warehouse and patient sharing."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"data": data, "config": config}
+
+
+@main.command()
+@click.option("--host", help="Address to bind (loopback only until authentication exists).")
+@click.option("--port", type=int, help="HTTP port (default 8042).")
+@click.pass_context
+@_friendly_errors
+def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Serve the web pages and HTTP API of the archive."""
+    import uvicorn
+
+    from imagebank.context import open_archive
+    from imagebank.web.app import create_app, is_loopback
+
+    settings = _settings(ctx)
+    host = host or settings.server.host
+    port = port or settings.server.port
+    if not is_loopback(host):
+        raise ImagebankError(
+            f"refusing to bind {host}: this version has no sign-in yet, so it only serves loopback "
+            "(127.0.0.1 / ::1). Put an authenticating reverse proxy in front if you need remote access.")
+    archive = open_archive(settings)
+    app = create_app(settings, archive)
+    click.echo(f"Imagebank {__version__} serving {settings.data_dir}")
+    click.echo(f"  open http://{host}:{port}/   (local-only mode: bound to loopback, no sign-in)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--workers", type=int, help="Worker processes (default: one per CPU).")
+@click.option("--policy", type=click.Choice(["reject", "replace"]),
+              help="When a SOP Instance UID is already stored with different content.")
+@click.option("--restart", is_flag=True, help="Ignore the journal of earlier runs over the same source.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+@_friendly_errors
+def ingest(ctx: click.Context, paths: tuple[str, ...], workers: int | None, policy: str | None,
+           restart: bool, no_progress: bool) -> None:
+    """Ingest DICOM files from folders, zip files, DICOMDIRs or single files.
+
+    Resumable: running the same command again skips what an interrupted run already committed.
+    """
+    from imagebank.archive.bulk import bulk_ingest
+    from imagebank.archive.sources import iter_source, job_key_for
+    from imagebank.context import open_archive
+
+    settings = _settings(ctx)
+    if policy:
+        settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"duplicate_policy": policy})})
+    archive = open_archive(settings)
+    failed = False
+    for path in paths:
+        click.echo(f"ingesting {path}")
+        items = list(iter_source(path))
+        summary = bulk_ingest(archive, settings, items, job_key=job_key_for(path), resume=not restart,
+                              workers=workers, total=len(items), progress=not no_progress)
+        click.echo(summary.render())
+        failed = failed or summary.counts["rejected"] > 0
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
+@click.option("--patients", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--metadata-only", is_flag=True, help="No pixel data, one instance per series: for scale tests.")
+@click.option("--out", type=click.Path(file_okay=False), help="Write PS3.10 files here instead of ingesting.")
+@click.option("--workers", type=int, help="Worker processes (default: one per CPU).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.pass_context
+@_friendly_errors
+def demo(ctx: click.Context, patients: int, seed: int, metadata_only: bool, out: str | None,
+         workers: int | None, no_progress: bool) -> None:
+    """Generate a synthetic hospital (deterministic per seed) and ingest it."""
+    from imagebank.synth.hospital import HospitalSpec, count_instances, iter_items, write_folder
+
+    spec = HospitalSpec(seed=seed, patients=patients, metadata_only=metadata_only)
+    if out:
+        n = write_folder(spec, out)
+        click.echo(f"wrote {n} instances of {patients} patients to {out}")
+        return
+    from imagebank.archive.bulk import bulk_ingest
+    from imagebank.context import open_archive
+
+    settings = _settings(ctx)
+    archive = open_archive(settings)
+    total = count_instances(spec) if patients <= 20000 else None
+    click.echo(f"generating {patients} synthetic patients (seed {seed}"
+               f"{', metadata only' if metadata_only else ''}) into {settings.data_dir}")
+    summary = bulk_ingest(archive, settings, iter_items(spec), job_key=f"demo:{spec.container}:{patients}",
+                          workers=workers, total=total, progress=not no_progress, origin="demo")
+    click.echo(summary.render())
+    stats = archive.index.stats()
+    click.echo(f"archive now holds {stats['patients']} patients, {stats['studies']} studies, "
+               f"{stats['instances']} instances")
+    data_arg = "" if settings.data_dir == Path("imagebank-data").absolute() else f" --data {settings.data_dir}"
+    click.echo(f"look at it:  imagebank{data_arg} serve   then open http://{settings.server.host}:{settings.server.port}/")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+@_friendly_errors
+def stats(ctx: click.Context, as_json: bool) -> None:
+    """Counts of patients, studies, series, instances and bytes in the archive."""
+    from imagebank.context import open_archive
+
+    settings = _settings(ctx)
+    figures = open_archive(settings).index.stats()
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    click.echo(f"data folder: {settings.data_dir}")
+    click.echo(f"index: {settings.database_url.split('@')[-1]}   blobs: {settings.blob_url}")
+    for key in ("patients", "studies", "series", "instances"):
+        click.echo(f"{key:>10}: {figures[key]}")
+    click.echo(f"{'stored':>10}: {figures['bytes'] / 1e6:.1f} MB")
+    for modality, n in figures["by_modality"].items():
+        click.echo(f"{modality:>10}: {n['series']} series, {n['instances']} instances")
+    for action, n in figures["conflicts"].items():
+        click.echo(f"{action:>10}: {n} (duplicate SOP Instance UIDs with different content)")
+
+
+@main.command()
+@click.option("--repair", is_flag=True, help="Remove orphan blobs older than --grace and fix computed counts.")
+@click.option("--grace", type=float, default=3600.0, show_default=True,
+              help="Seconds an orphan blob is left alone (an ingest may be about to commit it).")
+@click.pass_context
+@_friendly_errors
+def check(ctx: click.Context, repair: bool, grace: float) -> None:
+    """Check the index against the blob store (after a crash, a restore, a migration...)."""
+    from imagebank.archive.consistency import check_archive
+    from imagebank.context import open_archive
+
+    report = check_archive(open_archive(_settings(ctx)), repair=repair, grace_seconds=grace)
+    click.echo(report.render())
+    sys.exit(0 if report.ok or repair else 1)
+
+
+@main.group()
+def db() -> None:
+    """Index database schema management."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@click.pass_context
+@_friendly_errors
+def db_upgrade(ctx: click.Context, revision: str) -> None:
+    """Apply schema migrations to the index database."""
+    from imagebank.storage import database
+
+    settings = _settings(ctx)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = database.create_index_engine(settings.database_url)
+    before = database.current_revision(engine)
+    database.upgrade(engine, revision)
+    click.echo(f"index schema: {before or 'empty'} -> {database.current_revision(engine)}")
+
+
+@db.command("current")
+@click.pass_context
+@_friendly_errors
+def db_current(ctx: click.Context) -> None:
+    """Show the schema revision of the index database and the one this version needs."""
+    from imagebank.storage import database
+
+    engine = database.create_index_engine(_settings(ctx).database_url)
+    click.echo(f"current: {database.current_revision(engine) or 'empty'}   head: {database.head_revision()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""HTTP application: app factory, HTML pages and JSON API routes."""
