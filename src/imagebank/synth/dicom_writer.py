@@ -188,14 +188,20 @@ def _pixels(ds: Dataset, series: PlannedSeries, number: int, z: float, lesion: b
 def encode(ds: Dataset) -> bytes:
     """PS3.10 file bytes (preamble, File Meta, Explicit VR Little Endian data set)."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if "SOPClassUID" in ds:
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    if "SOPInstanceUID" in ds:
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = "IMAGEBANK_SYN"
     ds.file_meta = meta
     buffer = io.BytesIO()
-    dcmwrite(buffer, ds, enforce_file_format=True)
+    if "SOPClassUID" in ds and "SOPInstanceUID" in ds:
+        dcmwrite(buffer, ds, enforce_file_format=True)
+    else:  # only tests build such broken files; keep them PS3.10-shaped so the rule under test is hit
+        ds.preamble = b"\0" * 128
+        dcmwrite(buffer, ds)
     return buffer.getvalue()
 
 

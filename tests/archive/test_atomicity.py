@@ -1,0 +1,107 @@
+"""A crash at any moment leaves a consistent archive: no half-indexed instance, no counted orphan."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, select, text
+
+from imagebank.archive import Archive, Outcome
+from imagebank.archive.consistency import check_archive
+from imagebank.config import Settings
+from imagebank.context import open_archive
+from imagebank.storage.schema import instances
+from imagebank.synth.hospital import HospitalSpec, write_folder
+
+
+def test_failure_between_blob_write_and_commit_leaves_only_an_uncounted_orphan(
+        archive: Archive, make_instance: Callable[..., bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    def crash(*_a: object, **_k: object) -> None:
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(archive.index, "commit", crash)
+    with pytest.raises(RuntimeError):
+        archive.ingest(make_instance(1))
+    monkeypatch.undo()
+    report = check_archive(archive)
+    assert report.ok and report.instances == 0 and len(report.orphan_blobs) == 1
+    assert archive.index.stats()["instances"] == 0
+    repaired = check_archive(archive, repair=True, grace_seconds=0)
+    assert repaired.removed_orphans == 1 and list(archive.blobs.keys()) == []
+    assert archive.ingest(make_instance(1)).outcome is Outcome.STORED  # and the retry just works
+
+
+def _count(url: str) -> int:
+    engine = create_engine(url.replace("postgresql+psycopg", "postgresql+psycopg"))
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(instances)).scalar_one())
+    except Exception:
+        return 0
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.slow
+def test_kill_9_mid_ingest_then_resume(settings: Settings, database_url: str, tmp_path: Path) -> None:
+    source = tmp_path / "incoming"
+    total = write_folder(HospitalSpec(seed=11, patients=10, metadata_only=True, max_instances_per_series=16), source)
+    env = {**os.environ, "IMAGEBANK_DATABASE__URL": database_url}
+    cmd = [sys.executable, "-m", "imagebank.cli", "--data", str(settings.data_dir), "ingest", str(source),
+           "--workers", "2", "--no-progress"]
+    open_archive(settings).index.engine.dispose()  # create the schema before racing against it
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while _count(database_url) < total // 4:
+        assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its worker processes, mid-flight
+    proc.wait()
+    partial = _count(database_url)
+    assert 0 < partial < total
+
+    archive = open_archive(settings)
+    report = check_archive(archive)
+    assert report.ok, report.render()  # every indexed instance has its bytes; every count is right
+    assert report.instances == partial
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert "skipped (already ingested)" in done.stdout, done.stdout + done.stderr
+    assert _count(database_url) == total
+    final = check_archive(archive, repair=True, grace_seconds=0)
+    assert final.ok and final.instances == total
+    assert check_archive(archive).orphan_blobs == []
+    archive.index.engine.dispose()
+
+
+def test_parallel_writers_on_one_study_lose_nothing(archive: Archive, make_instance: Callable[..., bytes]) -> None:
+    payloads = [make_instance(n, series_index=n % 2) for n in range(1, 41)]
+    errors: list[BaseException] = []
+
+    def worker(chunk: list[bytes]) -> None:
+        try:
+            for data in chunk:
+                assert archive.ingest(data).outcome is Outcome.STORED
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(payloads[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    stats = archive.index.stats()
+    assert (stats["patients"], stats["studies"], stats["series"], stats["instances"]) == (1, 1, 2, 40)
+    assert check_archive(archive).ok
+    with archive.index.engine.connect() as conn:
+        assert conn.execute(text("select number_of_study_related_instances from studies")).scalar_one() == 40

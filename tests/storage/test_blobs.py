@@ -1,0 +1,97 @@
+"""Both blob adapters behave the same through the BlobStore port (S3 against a real S3 API)."""
+
+from __future__ import annotations
+
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imagebank.errors import ConfigError, NotFound
+from imagebank.storage.blobs import BlobStore, FilesystemBlobStore, blob_key_for_digest, open_blob_store
+from imagebank.storage.blobs.s3 import S3BlobStore
+
+
+@pytest.fixture(params=["filesystem", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    if request.param == "filesystem":
+        yield FilesystemBlobStore(tmp_path / "blobs")
+    else:
+        endpoint = request.getfixturevalue("s3_endpoint")
+        yield S3BlobStore(f"bucket-{uuid.uuid4().hex[:8]}", "archive", endpoint_url=endpoint)
+
+
+def test_put_get_exists_size_delete(store: BlobStore) -> None:
+    key = blob_key_for_digest("ab" * 32)
+    assert not store.exists(key)
+    store.put(key, b"DICM-bytes")
+    assert store.exists(key)
+    assert store.get(key) == b"DICM-bytes"
+    assert store.size(key) == 10
+    assert store.modified_at(key) > 0
+    with store.open(key) as fh:
+        assert fh.read() == b"DICM-bytes"
+    store.delete(key)
+    assert not store.exists(key)
+    store.delete(key)  # deleting twice is fine
+
+
+def test_streamed_put_of_a_large_object(store: BlobStore) -> None:
+    payload = os.urandom(9 * 1024 * 1024)  # larger than S3 multipart threshold (8 MiB)
+    store.put("aa/bb/large", io.BytesIO(payload))
+    assert store.size("aa/bb/large") == len(payload)
+    assert store.get("aa/bb/large") == payload
+
+
+def test_missing_key_raises_not_found(store: BlobStore) -> None:
+    for op in (store.get, store.size, store.modified_at, store.open):
+        with pytest.raises(NotFound):
+            op("00/00/missing")
+
+
+def test_keys_lists_every_blob(store: BlobStore) -> None:
+    keys = {blob_key_for_digest(f"{i:02x}" * 32) for i in range(5)}
+    for k in keys:
+        store.put(k, b"x")
+    assert set(store.keys()) == keys
+
+
+def test_filesystem_layout_fans_out_two_levels(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    digest = "0123456789abcdef" * 4
+    store.put(blob_key_for_digest(digest), b"x")
+    assert (tmp_path / "01" / "23" / digest).is_file()
+
+
+def test_filesystem_write_is_atomic_and_leaves_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    store.put("aa/bb/k", b"old")
+
+    class Exploding(io.RawIOBase):
+        def readinto(self, b: bytearray) -> int:
+            raise OSError(28, "No space left on device")
+
+    from imagebank.errors import StorageError
+
+    with pytest.raises(StorageError, match="No space left"):
+        store.put("aa/bb/k", Exploding())  # type: ignore[arg-type]
+    assert store.get("aa/bb/k") == b"old"  # the previous content is intact
+    assert list(store.keys()) == ["aa/bb/k"]
+    assert not [p for p in (tmp_path / "aa" / "bb").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_filesystem_refuses_keys_escaping_the_root(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    with pytest.raises(ValueError):
+        store.put("../evil", b"x")
+
+
+def test_factory_picks_adapter_by_url(tmp_path: Path, s3_endpoint: str) -> None:
+    assert isinstance(open_blob_store(tmp_path.as_uri()), FilesystemBlobStore)
+    s3 = open_blob_store("s3://factory-bucket/pre", s3_endpoint_url=s3_endpoint)
+    assert isinstance(s3, S3BlobStore) and s3.url == "s3://factory-bucket/pre/"
+    with pytest.raises(ConfigError, match="unsupported scheme"):
+        open_blob_store("ftp://host/x")
