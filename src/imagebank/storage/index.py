@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -75,6 +76,18 @@ class _Conflict(Exception):
         self.reason, self.message, self.attribute = reason, message, attribute
 
 
+class _Retry(Exception):
+    """A concurrent writer changed the hierarchy under us: replay the batch."""
+
+
+_PATIENT_MISMATCH = _Conflict(
+    "patient-mismatch", "StudyInstanceUID is already filed under a different patient (PatientID or "
+    "IssuerOfPatientID differ)", "PatientID")
+_HIERARCHY_MISMATCH = _Conflict(
+    "hierarchy-mismatch", "SeriesInstanceUID is already filed under a different StudyInstanceUID",
+    "StudyInstanceUID")
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
@@ -94,103 +107,26 @@ class MetadataIndex:
         origin: str,
         journal: Iterable[JournalEntry] = (),
     ) -> list[CommitOutcome]:
-        """Index ``items`` (and record ``journal``) in one transaction; returns one outcome per item."""
+        """Index ``items`` (and record ``journal``) in one transaction; returns one outcome per item.
+
+        A concurrent writer that creates the same UID between our check and our insert makes the
+        insert fail; the whole batch is then rolled back and replayed, and the replay sees that row.
+        """
+        journal = list(journal)
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
-                    outcomes = [self._commit_one(conn, item, policy, origin) for item in items]
+                    batch = _BatchWriter(self, conn, policy, origin)
+                    outcomes = [batch.add(item) for item in items]
+                    batch.flush()
                     self._write_journal(conn, journal)
                 return outcomes
-            except OperationalError:  # e.g. a PostgreSQL deadlock between parallel writers: retry
+            except (IntegrityError, OperationalError, _Retry):
+                # IntegrityError: lost a race on a unique UID. OperationalError: e.g. a PostgreSQL
+                # deadlock between parallel writers. Both are safe to replay from scratch.
                 if attempt == 4:
                     raise
         raise AssertionError("unreachable")
-
-    def _commit_one(self, conn: Connection, item: StagedInstance, policy: str, origin: str) -> CommitOutcome:
-        for attempt in range(3):
-            try:
-                with conn.begin_nested():
-                    return self._index_instance(conn, item, policy, origin)
-            except _Conflict as exc:
-                return CommitOutcome(Outcome.REJECTED, exc.reason, exc.message, exc.attribute)
-            except IntegrityError:
-                # A concurrent writer inserted the same UID between our read and our write; the
-                # savepoint is rolled back and the next attempt sees its row.
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _index_instance(self, conn: Connection, item: StagedInstance, policy: str, origin: str) -> CommitOutcome:
-        rec = item.record
-        sop_uid = rec.instance["sop_instance_uid"]
-        now = _now()
-        superseded: str | None = None
-        existing = conn.execute(
-            select(instances.c.id, instances.c.sha256, instances.c.blob_key).where(
-                instances.c.sop_instance_uid == sop_uid)
-        ).first()
-        if existing is not None:
-            if existing.sha256 == item.sha256:
-                return CommitOutcome(Outcome.DUPLICATE)
-            action = "replaced" if policy == "replace" else "rejected-conflict"
-            conn.execute(insert(ingest_log).values(
-                at=now, sop_instance_uid=sop_uid, action=action, previous_sha256=existing.sha256,
-                new_sha256=item.sha256, origin=origin))
-            if policy != "replace":
-                # Logged even though refused, so the conflict stays visible to the operator. The
-                # log insert must survive the refusal, hence a return, not an exception.
-                return CommitOutcome(
-                    Outcome.REJECTED, "duplicate-conflict",
-                    "an instance with this SOPInstanceUID is already stored with different content "
-                    "(duplicate policy: reject)", "SOPInstanceUID")
-            self._remove_instance(conn, existing.id)
-            superseded = existing.blob_key if existing.blob_key != item.blob_key else None
-
-        patient_pk, _ = self._get_or_insert(
-            conn, patients, {"patient_id": rec.patient["patient_id"] or "",
-                             "issuer_of_patient_id": rec.patient["issuer_of_patient_id"]},
-            {**rec.patient, "patient_id": rec.patient["patient_id"] or "", "created_at": now})
-        study_pk, new_study = self._get_or_insert(
-            conn, studies, {"study_instance_uid": rec.study["study_instance_uid"]},
-            {**rec.study, "patient_pk": patient_pk, "created_at": now, "updated_at": now},
-            parent=("patient_pk", patient_pk, "patient-mismatch",
-                    "StudyInstanceUID is already filed under a different patient (PatientID or "
-                    "IssuerOfPatientID differ)", "PatientID"))
-        series_pk, new_series = self._get_or_insert(
-            conn, series, {"series_instance_uid": rec.series["series_instance_uid"]},
-            {**rec.series, "study_pk": study_pk, "created_at": now},
-            parent=("study_pk", study_pk, "hierarchy-mismatch",
-                    "SeriesInstanceUID is already filed under a different StudyInstanceUID", "StudyInstanceUID"))
-
-        result = conn.execute(insert(instances).values(
-            **rec.instance, series_pk=series_pk, transfer_syntax_uid=item.transfer_syntax_uid,
-            blob_key=item.blob_key, size=item.size, sha256=item.sha256, stored_at=now, origin=origin,
-        ).returning(instances.c.id))
-        instance_pk = result.scalar_one()
-        conn.execute(insert(instance_headers).values(instance_pk=instance_pk, dicom_json=item.header_json))
-
-        conn.execute(update(series).where(series.c.id == series_pk).values(
-            number_of_series_related_instances=series.c.number_of_series_related_instances + 1))
-        study_values: dict[str, Any] = {
-            "number_of_study_related_instances": studies.c.number_of_study_related_instances + 1,
-            "number_of_study_related_series": studies.c.number_of_study_related_series + int(new_series),
-            "updated_at": now,
-        }
-        if new_series:
-            study_values["modalities_in_study"] = self._modalities(conn, study_pk)
-        sop_class = rec.instance["sop_class_uid"]
-        current = conn.execute(select(studies.c.sop_classes_in_study).where(studies.c.id == study_pk)).scalar()
-        classes = set(current.split("\\")) if current else set()
-        if sop_class not in classes:
-            study_values["sop_classes_in_study"] = "\\".join(sorted(classes | {sop_class}))
-        conn.execute(update(studies).where(studies.c.id == study_pk).values(**study_values))
-        conn.execute(update(patients).where(patients.c.id == patient_pk).values(
-            number_of_patient_related_instances=patients.c.number_of_patient_related_instances + 1,
-            number_of_patient_related_series=patients.c.number_of_patient_related_series + int(new_series),
-            number_of_patient_related_studies=patients.c.number_of_patient_related_studies + int(new_study),
-        ))
-        return CommitOutcome(Outcome.REPLACED if existing is not None else Outcome.STORED,
-                             superseded_blob_key=superseded)
 
     def _modalities(self, conn: Connection, study_pk: int) -> str | None:
         rows = conn.execute(
@@ -206,34 +142,6 @@ class MetadataIndex:
         if self._dialect == "sqlite":
             return sqlite.insert(table)
         raise NotImplementedError(f"index dialect {self._dialect!r} is not supported")
-
-    def _get_or_insert(
-        self,
-        conn: Connection,
-        table: Table,
-        key: dict[str, Any],
-        values: dict[str, Any],
-        parent: tuple[str, int, str, str, str] | None = None,
-    ) -> tuple[int, bool]:
-        """Primary key of the row with ``key`` (inserting ``values`` if absent), and whether it was new.
-
-        ``INSERT .. ON CONFLICT DO NOTHING`` makes concurrent creators of the same patient/study/series
-        converge on one row on both SQLite and PostgreSQL.
-        """
-        columns = [table.c.id] + ([table.c[parent[0]]] if parent else [])
-        where = and_(*(table.c[k] == v for k, v in key.items()))
-        row = conn.execute(select(*columns).where(where)).first()
-        if row is None:
-            pk = conn.execute(
-                self._insert_stmt(table).values(**values).on_conflict_do_nothing(index_elements=list(key))
-                .returning(table.c.id)
-            ).scalar()
-            if pk is not None:
-                return int(pk), True
-            row = conn.execute(select(*columns).where(where)).one()
-        if parent is not None and row[1] != parent[1]:
-            raise _Conflict(parent[2], parent[3], parent[4])
-        return int(row[0]), False
 
     def _remove_instance(self, conn: Connection, instance_pk: int) -> None:
         """Delete one instance row and keep every computed count and list consistent."""
@@ -334,3 +242,181 @@ class MetadataIndex:
                 .join(patients, patients.c.id == studies.c.patient_pk)
                 .order_by(studies.c.updated_at.desc()).limit(limit))
             return [dict(r._mapping) for r in rows]
+
+
+class _BatchWriter:
+    """Writes one batch inside one transaction with as few statements as possible.
+
+    Every check (duplicate, patient and hierarchy consistency) happens before anything of the
+    instance is written, so a refused instance needs no savepoint. Hierarchy rows are looked up once
+    per batch and cached; instance and header rows go in one multi-row INSERT; computed counts are
+    accumulated and applied once per touched row when the batch is flushed.
+    """
+
+    def __init__(self, index: MetadataIndex, conn: Connection, policy: str, origin: str) -> None:
+        self.index, self.conn, self.policy, self.origin = index, conn, policy, origin
+        self.now = _now()
+        self.patients: dict[tuple[str, str], int | None] = {}
+        self.studies: dict[str, tuple[int, int] | None] = {}
+        self.series: dict[str, tuple[int, int] | None] = {}
+        self.known: dict[str, tuple[int | None, str, str]] = {}  # sop uid -> (pk, sha256, blob key)
+        self.pending: list[tuple[dict[str, Any], str]] = []  # instance row, header json
+        self.series_delta: dict[int, int] = defaultdict(int)
+        self.study_delta: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # series, instances
+        self.patient_delta: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # studies, series, instances
+        self.new_series_in: set[int] = set()
+        self.sop_classes: dict[int, set[str]] = defaultdict(set)
+
+    # -- lookups (cached for the batch) --
+
+    def _patient_pk(self, key: tuple[str, str]) -> int | None:
+        if key not in self.patients:
+            self.patients[key] = self.conn.execute(select(patients.c.id).where(
+                patients.c.patient_id == key[0], patients.c.issuer_of_patient_id == key[1])).scalar()
+        return self.patients[key]
+
+    def _study(self, uid: str) -> tuple[int, int] | None:
+        if uid not in self.studies:
+            row = self.conn.execute(select(studies.c.id, studies.c.patient_pk).where(
+                studies.c.study_instance_uid == uid)).first()
+            self.studies[uid] = (row[0], row[1]) if row else None
+        return self.studies[uid]
+
+    def _series(self, uid: str) -> tuple[int, int] | None:
+        if uid not in self.series:
+            row = self.conn.execute(select(series.c.id, series.c.study_pk).where(
+                series.c.series_instance_uid == uid)).first()
+            self.series[uid] = (row[0], row[1]) if row else None
+        return self.series[uid]
+
+    def _existing(self, sop_uid: str) -> tuple[int | None, str, str] | None:
+        if sop_uid not in self.known:
+            row = self.conn.execute(select(instances.c.id, instances.c.sha256, instances.c.blob_key).where(
+                instances.c.sop_instance_uid == sop_uid)).first()
+            if row is None:
+                return None
+            self.known[sop_uid] = (row[0], row[1], row[2])
+        return self.known[sop_uid]
+
+    def _create(self, table: Table, key: dict[str, Any], values: dict[str, Any]) -> int:
+        """Insert a hierarchy row; if a concurrent writer just created it, replay the batch."""
+        pk = self.conn.execute(
+            self.index._insert_stmt(table).values(**values).on_conflict_do_nothing(index_elements=list(key))
+            .returning(table.c.id)).scalar()
+        if pk is None:
+            raise _Retry()
+        return int(pk)
+
+    # -- per instance --
+
+    def add(self, item: StagedInstance) -> CommitOutcome:
+        rec = item.record
+        sop_uid = rec.instance["sop_instance_uid"]
+        existing = self._existing(sop_uid)
+        superseded: str | None = None
+        if existing is not None:
+            if existing[1] == item.sha256:
+                return CommitOutcome(Outcome.DUPLICATE)
+            action = "replaced" if self.policy == "replace" else "rejected-conflict"
+            self.conn.execute(insert(ingest_log).values(
+                at=self.now, sop_instance_uid=sop_uid, action=action, previous_sha256=existing[1],
+                new_sha256=item.sha256, origin=self.origin))
+            if self.policy != "replace":
+                return CommitOutcome(
+                    Outcome.REJECTED, "duplicate-conflict",
+                    "an instance with this SOPInstanceUID is already stored with different content "
+                    "(duplicate policy: reject)", "SOPInstanceUID")
+
+        patient_key = (rec.patient["patient_id"] or "", rec.patient["issuer_of_patient_id"])
+        try:
+            self._check_hierarchy(rec, patient_key)
+        except _Conflict as exc:
+            return CommitOutcome(Outcome.REJECTED, exc.reason, exc.message, exc.attribute)
+
+        if existing is not None:  # replace: the new bytes are durable, the old row goes now
+            self.flush()
+            self.index._remove_instance(self.conn, self.known[sop_uid][0])  # type: ignore[arg-type]
+            superseded = existing[2] if existing[2] != item.blob_key else None
+            self.patients.clear(), self.studies.clear(), self.series.clear()  # rows may have gone
+
+        patient_pk = self._patient_pk(patient_key)
+        new_study = new_series = False
+        if patient_pk is None:
+            patient_pk = self.patients[patient_key] = self._create(
+                patients, {"patient_id": 0, "issuer_of_patient_id": 0},
+                {**rec.patient, "patient_id": patient_key[0], "created_at": self.now})
+        study_uid = rec.study["study_instance_uid"]
+        study = self._study(study_uid)
+        if study is None:
+            study = self.studies[study_uid] = (self._create(
+                studies, {"study_instance_uid": 0},
+                {**rec.study, "patient_pk": patient_pk, "created_at": self.now, "updated_at": self.now}), patient_pk)
+            new_study = True
+        series_uid = rec.series["series_instance_uid"]
+        found = self._series(series_uid)
+        if found is None:
+            found = self.series[series_uid] = (self._create(
+                series, {"series_instance_uid": 0},
+                {**rec.series, "study_pk": study[0], "created_at": self.now}), study[0])
+            new_series = True
+            self.new_series_in.add(study[0])
+
+        self.pending.append(({
+            **rec.instance, "series_pk": found[0], "transfer_syntax_uid": item.transfer_syntax_uid,
+            "blob_key": item.blob_key, "size": item.size, "sha256": item.sha256, "stored_at": self.now,
+            "origin": self.origin}, item.header_json))
+        self.known[sop_uid] = (None, item.sha256, item.blob_key)
+        self.series_delta[found[0]] += 1
+        self.study_delta[study[0]][0] += int(new_series)
+        self.study_delta[study[0]][1] += 1
+        pdelta = self.patient_delta[patient_pk]
+        pdelta[0] += int(new_study)
+        pdelta[1] += int(new_series)
+        pdelta[2] += 1
+        self.sop_classes[study[0]].add(rec.instance["sop_class_uid"])
+        return CommitOutcome(Outcome.REPLACED if existing is not None else Outcome.STORED,
+                             superseded_blob_key=superseded)
+
+    def _check_hierarchy(self, rec: IndexRecord, patient_key: tuple[str, str]) -> None:
+        study = self._study(rec.study["study_instance_uid"])
+        found = self._series(rec.series["series_instance_uid"])
+        if found is not None and (study is None or found[1] != study[0]):
+            raise _HIERARCHY_MISMATCH
+        if study is not None and study[1] != self._patient_pk(patient_key):
+            raise _PATIENT_MISMATCH
+
+    # -- once per batch --
+
+    def flush(self) -> None:
+        if self.pending:
+            ids = self.conn.execute(
+                insert(instances).returning(instances.c.id, sort_by_parameter_order=True),
+                [row for row, _ in self.pending]).scalars().all()
+            self.conn.execute(insert(instance_headers), [
+                {"instance_pk": pk, "dicom_json": header} for pk, (_, header) in zip(ids, self.pending, strict=True)])
+            for pk, (row, _) in zip(ids, self.pending, strict=True):
+                self.known[row["sop_instance_uid"]] = (pk, row["sha256"], row["blob_key"])
+            self.pending = []
+        for pk, n in self.series_delta.items():
+            self.conn.execute(update(series).where(series.c.id == pk).values(
+                number_of_series_related_instances=series.c.number_of_series_related_instances + n))
+        for pk, (n_series, n_inst) in self.study_delta.items():
+            values: dict[str, Any] = {
+                "number_of_study_related_series": studies.c.number_of_study_related_series + n_series,
+                "number_of_study_related_instances": studies.c.number_of_study_related_instances + n_inst,
+                "updated_at": self.now,
+            }
+            if pk in self.new_series_in:
+                values["modalities_in_study"] = self.index._modalities(self.conn, pk)
+            current = self.conn.execute(select(studies.c.sop_classes_in_study).where(studies.c.id == pk)).scalar()
+            known = set(current.split("\\")) if current else set()
+            if not self.sop_classes[pk] <= known:
+                values["sop_classes_in_study"] = "\\".join(sorted(known | self.sop_classes[pk]))
+            self.conn.execute(update(studies).where(studies.c.id == pk).values(**values))
+        for pk, (n_studies, n_series, n_inst) in self.patient_delta.items():
+            self.conn.execute(update(patients).where(patients.c.id == pk).values(
+                number_of_patient_related_studies=patients.c.number_of_patient_related_studies + n_studies,
+                number_of_patient_related_series=patients.c.number_of_patient_related_series + n_series,
+                number_of_patient_related_instances=patients.c.number_of_patient_related_instances + n_inst))
+        self.series_delta.clear(), self.study_delta.clear(), self.patient_delta.clear()
+        self.new_series_in.clear(), self.sop_classes.clear()

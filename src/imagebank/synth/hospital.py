@@ -79,3 +79,44 @@ def write_folder(spec: HospitalSpec, out: str | os.PathLike[str]) -> int:
         path.write_bytes(load_synthetic(item))
         written += 1
     return written
+
+
+def _ct_slice(args: tuple[int, int, int, bool]) -> tuple[str, bytes]:
+    """Slice ``n`` of a long CT chest series for patient ``p`` (benchmark corpus)."""
+    import dataclasses
+
+    from imagebank.synth.plan import STUDY_PROTOCOLS
+
+    seed, p, n, metadata_only = args
+    patient = plan_patient(seed, p)
+    protocol = STUDY_PROTOCOLS["CT_CHEST"]
+    base = patient.studies[0]
+    series = dataclasses.replace(base.series[0], protocol=protocol.series[0], instances=CT_CORPUS_SERIES_LENGTH)
+    study = dataclasses.replace(base, protocol=protocol, series=(series,))
+    name = f"{patient.mrn}/{n:05d}.dcm"
+    return name, render_instance(patient, study, series, n, metadata_only=metadata_only)
+
+
+CT_CORPUS_SERIES_LENGTH = 250
+
+
+def write_ct_corpus(out: str | os.PathLike[str], slices: int, *, seed: int = 1, metadata_only: bool = False,
+                    processes: int | None = None) -> int:
+    """Write ``slices`` CT slices (512x512, 16-bit; 250-slice series, one per patient) under ``out``.
+
+    Already-written files are kept, so a benchmark corpus is generated once and reused.
+    """
+    from multiprocessing import get_context
+
+    root = Path(out)
+    jobs = [(seed, i // CT_CORPUS_SERIES_LENGTH, i % CT_CORPUS_SERIES_LENGTH + 1, metadata_only)
+            for i in range(slices)]
+    todo = [j for j in jobs if not (root / plan_patient(seed, j[1]).mrn / f"{j[2]:05d}.dcm").is_file()]
+    with get_context("spawn").Pool(processes or os.cpu_count()) as pool:
+        for name, data in pool.imap_unordered(_ct_slice, todo, chunksize=16):
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".part")
+            tmp.write_bytes(data)
+            tmp.replace(path)
+    return len(jobs)

@@ -1,0 +1,87 @@
+"""The ``imagebank`` command as a user runs it: real processes, real data folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import pydicom_file
+
+COMMANDS = [[], ["serve"], ["ingest"], ["demo"], ["db"], ["db", "upgrade"], ["db", "current"], ["stats"], ["check"]]
+
+
+def run(*args: str, data: Path | None = None, env: dict[str, str] | None = None,
+        timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    base = [sys.executable, "-m", "imagebank.cli"] + (["--data", str(data)] if data else [])
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
+    full_env.update(env or {})
+    return subprocess.run(base + list(args), capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "main")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0 and "Usage:" in result.stdout
+
+
+def test_demo_then_stats_then_check(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    demo = run("demo", "--patients", "2", "--seed", "3", "--no-progress", data=data)
+    assert demo.returncode == 0, demo.stderr
+    assert "imagebank --data" in demo.stdout and "serve" in demo.stdout and "http://127.0.0.1:8042/" in demo.stdout
+    stats = json.loads(run("stats", "--json", data=data).stdout)
+    assert stats["patients"] == 2 and stats["instances"] > 0
+    human = run("stats", data=data).stdout
+    assert "patients: 2" in human
+    assert "consistent" in run("check", data=data).stdout
+    assert (data / "index.sqlite3").is_file() and (data / "blobs").is_dir()
+
+
+def test_data_folder_from_environment(tmp_path: Path) -> None:
+    data = tmp_path / "env-data"
+    result = run("db", "upgrade", env={"IMAGEBANK_DATA": str(data)})
+    assert result.returncode == 0 and "-> 0001" in result.stdout
+    assert (data / "index.sqlite3").is_file()
+    assert "current: 0001" in run("db", "current", env={"IMAGEBANK_DATA": str(data)}).stdout
+
+
+def test_ingest_reports_rejections_and_exits_non_zero(tmp_path: Path) -> None:
+    result = run("ingest", str(pydicom_file("no_meta.dcm")), "--no-progress", data=tmp_path / "d")
+    assert result.returncode == 1
+    assert "rejected x1: not a DICOM file" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_bad_configuration_is_a_one_line_error(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "imagebank.toml").write_text('[ingest]\nduplicate_policy = "sometimes"\n')
+    result = run("stats", data=data)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: invalid configuration") and "ingest.duplicate_policy" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_database_is_a_one_line_error(tmp_path: Path) -> None:
+    result = run("stats", data=tmp_path / "d",
+                 env={"IMAGEBANK_DATABASE__URL": "postgresql://nobody@127.0.0.1:1/none"})
+    assert result.returncode == 2 and "not reachable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_demo_out_writes_a_folder_that_ingest_reads(tmp_path: Path) -> None:
+    out = tmp_path / "files"
+    assert run("demo", "--patients", "1", "--metadata-only", "--out", str(out)).returncode == 0
+    files = list(out.rglob("*.dcm"))
+    assert files
+    result = run("ingest", str(out), "--no-progress", data=tmp_path / "d")
+    assert result.returncode == 0 and f"stored {len(files)}," in result.stdout
+
+
+def test_serve_refuses_non_loopback_address(tmp_path: Path) -> None:
+    result = run("serve", "--host", "0.0.0.0", data=tmp_path / "d", timeout=30)
+    assert result.returncode == 2 and "loopback" in result.stderr
