@@ -100,18 +100,23 @@ def main() -> None:
     parser.add_argument("--flat", type=int, default=50000, help="instances for the memory-flatness run (0: skip)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--skip-full", action="store_true", help="only the memory-flatness table")
     args = parser.parse_args()
     OUT.mkdir(exist_ok=True)
     print(f"machine: {os.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM; "
           f"workers: {args.workers}")
 
-    full = corpus(args.slices, metadata_only=False)
-    rows = [(f"SQLite + filesystem, {args.workers} workers", run_ingest(full, OUT / "data-sqlite", None, args.workers)),
-            ("SQLite + filesystem, 1 process", run_ingest(full, OUT / "data-sqlite", None, 1))]
-    if not args.no_postgres:
+    full = corpus(args.slices, metadata_only=False) if not args.skip_full else None
+    rows: list[tuple[str, dict[str, float]]] = []
+    if full is not None:
+        rows.append((f"SQLite + filesystem, {args.workers} workers",
+                     run_ingest(full, OUT / "data-sqlite", None, args.workers)))
+        rows.append(("SQLite + filesystem, 1 process", run_ingest(full, OUT / "data-sqlite", None, 1)))
+    if full is not None and not args.no_postgres:
         rows.append((f"PostgreSQL + filesystem, {args.workers} workers",
                      run_ingest(full, OUT / "data-pg", fresh_postgres("imagebank_bench"), args.workers)))
-    table(f"Ingest of {args.slices} CT slices (512x512, 16-bit, ~0.5 MB each)", rows)
+    if rows:
+        table(f"Ingest of {args.slices} CT slices (512x512, 16-bit, ~0.5 MB each)", rows)
 
     if args.flat:
         small = corpus(args.slices, metadata_only=True)

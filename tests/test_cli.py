@@ -45,9 +45,12 @@ def test_demo_then_stats_then_check(tmp_path: Path) -> None:
 def test_data_folder_from_environment(tmp_path: Path) -> None:
     data = tmp_path / "env-data"
     result = run("db", "upgrade", env={"IMAGEBANK_DATA": str(data)})
-    assert result.returncode == 0 and "-> 0001" in result.stdout
+    from imagebank.storage.database import head_revision
+
+    head = head_revision()
+    assert result.returncode == 0 and f"empty -> {head}" in result.stdout
     assert (data / "index.sqlite3").is_file()
-    assert "current: 0001" in run("db", "current", env={"IMAGEBANK_DATA": str(data)}).stdout
+    assert f"current: {head}" in run("db", "current", env={"IMAGEBANK_DATA": str(data)}).stdout
 
 
 def test_ingest_reports_rejections_and_exits_non_zero(tmp_path: Path) -> None:

@@ -114,9 +114,11 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], workers: int | None, poli
     failed = False
     for path in paths:
         click.echo(f"ingesting {path}")
-        items = list(iter_source(path))
-        summary = bulk_ingest(archive, settings, items, job_key=job_key_for(path), resume=not restart,
-                              workers=workers, total=len(items), progress=not no_progress)
+        # Two passes over the listing (one to size the progress bar) instead of holding it: memory
+        # stays flat however many files the source has.
+        total = sum(1 for _ in iter_source(path))
+        summary = bulk_ingest(archive, settings, iter_source(path), job_key=job_key_for(path),
+                              resume=not restart, workers=workers, total=total, progress=not no_progress)
         click.echo(summary.render())
         failed = failed or summary.counts["rejected"] > 0
     sys.exit(1 if failed else 0)
@@ -149,7 +151,7 @@ def demo(ctx: click.Context, patients: int, seed: int, metadata_only: bool, out:
     total = count_instances(spec) if patients <= 20000 else None
     click.echo(f"generating {patients} synthetic patients (seed {seed}"
                f"{', metadata only' if metadata_only else ''}) into {settings.data_dir}")
-    summary = bulk_ingest(archive, settings, iter_items(spec), job_key=f"demo:{spec.container}:{patients}",
+    summary = bulk_ingest(archive, settings, iter_items(spec), job_key=f"demo:{spec.container}",
                           workers=workers, total=total, progress=not no_progress, origin="demo")
     click.echo(summary.render())
     stats = archive.index.stats()

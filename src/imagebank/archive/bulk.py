@@ -27,6 +27,7 @@ from imagebank.storage.index import JournalEntry, Outcome, StagedInstance
 CHUNK = 16
 BATCH = 256
 BATCH_SECONDS = 1.0
+JOURNAL_CHUNK = 500
 
 
 @dataclass
@@ -163,16 +164,17 @@ def bulk_ingest(
 
     summary = BulkSummary()
     started = time.monotonic()
-    done = archive.index.journal(job_key) if (job_key and resume) else {}
 
     def pending() -> Iterator[SourceItem]:
-        for item in items:
-            if done.get(item.key) == (item.size, item.mtime_ns):
-                summary.counts["skipped"] += 1
-                if bar is not None:
-                    bar.update(1)
-                continue
-            yield item
+        for chunk in _chunks(items, JOURNAL_CHUNK):
+            done = archive.index.journal(job_key, [i.key for i in chunk]) if (job_key and resume) else {}
+            for item in chunk:
+                if done.get(item.key) == (item.size, item.mtime_ns):
+                    summary.counts["skipped"] += 1
+                    if bar is not None:
+                        bar.update(1)
+                    continue
+                yield item
 
     n_workers = workers if workers is not None else (settings.ingest.workers or os.cpu_count() or 1)
     bar = tqdm(total=total, unit="file", dynamic_ncols=True, disable=not progress, delay=0.5) if progress else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, Table, func, select, update
 
 from imagebank.archive.pipeline import Archive
 from imagebank.storage.schema import instances, patients, series, studies
@@ -47,10 +47,11 @@ class ConsistencyReport:
         return "\n".join(lines)
 
 
-def _count_checks(conn: Connection) -> list[tuple[str, object, int, dict[str, int]]]:
+def _count_checks(conn: Connection) -> list[tuple[str, Table, int, dict[str, int]]]:
     """(label, table, pk, {column: true value}) for every row whose stored counts are wrong."""
-    wrong: list[tuple[str, object, int, dict[str, int]]] = []
-    per_series = dict(conn.execute(select(instances.c.series_pk, func.count()).group_by(instances.c.series_pk)).all())
+    wrong: list[tuple[str, Table, int, dict[str, int]]] = []
+    counted = select(instances.c.series_pk, func.count()).group_by(instances.c.series_pk)
+    per_series: dict[int, int] = {pk: int(n) for pk, n in conn.execute(counted)}
     for pk, stored in conn.execute(select(series.c.id, series.c.number_of_series_related_instances)):
         true = int(per_series.get(pk, 0))
         if stored != true:
@@ -72,11 +73,11 @@ def _count_checks(conn: Connection) -> list[tuple[str, object, int, dict[str, in
     for pk, a, b, c in conn.execute(select(
             patients.c.id, patients.c.number_of_patient_related_studies,
             patients.c.number_of_patient_related_series, patients.c.number_of_patient_related_instances)):
-        true = per_patient.get(pk, (0, 0, 0))
-        if (a, b, c) != true:
-            wrong.append((f"patient #{pk}", patients, pk, dict(zip(
-                ("number_of_patient_related_studies", "number_of_patient_related_series",
-                 "number_of_patient_related_instances"), true, strict=True))))
+        t_studies, t_series, t_inst = per_patient.get(pk, (0, 0, 0))
+        if (a, b, c) != (t_studies, t_series, t_inst):
+            wrong.append((f"patient #{pk}", patients, pk, {
+                "number_of_patient_related_studies": t_studies, "number_of_patient_related_series": t_series,
+                "number_of_patient_related_instances": t_inst}))
     return wrong
 
 
@@ -110,7 +111,7 @@ def check_archive(archive: Archive, *, repair: bool = False, grace_seconds: floa
     if repair and wrong_counts:
         with engine.begin() as conn:
             for _label, table, pk, values in wrong_counts:
-                conn.execute(update(table).where(table.c.id == pk).values(**values))  # type: ignore[attr-defined]
+                conn.execute(update(table).where(table.c.id == pk).values(**values))
                 report.fixed_counts += 1
     if repair and hasattr(archive.blobs, "remove_stale_temporaries"):
         archive.blobs.remove_stale_temporaries()

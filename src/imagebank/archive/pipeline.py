@@ -69,12 +69,11 @@ class Stager:
 
     def prepare(self, source: bytes | str | os.PathLike[str]) -> tuple[PreparedInstance, bytes | Path]:
         """Parse and validate; returns the prepared instance and what to store (bytes or a path)."""
-        opts = {"require_patient_id": self.settings.require_patient_id,
-                "bulk_data_threshold": self.settings.bulk_data_threshold}
+        require, threshold = self.settings.require_patient_id, self.settings.bulk_data_threshold
         if isinstance(source, (bytes, bytearray, memoryview)):
             data = bytes(source)
-            return prepare_bytes(data, **opts), data
-        prepared, data_or_none = prepare_file(source, **opts)
+            return prepare_bytes(data, require_patient_id=require, bulk_data_threshold=threshold), data
+        prepared, data_or_none = prepare_file(source, require_patient_id=require, bulk_data_threshold=threshold)
         return prepared, (data_or_none if data_or_none is not None else Path(source))
 
     def write_blob(self, prepared: PreparedInstance, payload: bytes | Path) -> None:

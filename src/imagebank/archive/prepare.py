@@ -56,7 +56,7 @@ def _parse(fp: BinaryIO) -> pydicom.Dataset:
             "not-dicom", "not a DICOM file: no 128-byte preamble, 'DICM' prefix and File Meta Information "
             "(PS3.10 7.1)",
         ) from None
-    except Exception as exc:  # truncated or corrupt: pydicom raises many types
+    except Exception as exc:  # noqa: BLE001 - truncated or corrupt input: pydicom raises many types
         raise RejectedInstance("unreadable", f"the DICOM data set cannot be parsed ({type(exc).__name__})") from None
 
 
@@ -95,7 +95,7 @@ def _finish(ds: pydicom.Dataset, sha256: str, size: int, require_patient_id: boo
         record = extract_index_record(ds)
     except RejectedInstance:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any undecodable value is the input's fault
         raise RejectedInstance(
             "unreadable", f"an attribute value cannot be decoded ({type(exc).__name__})",
         ) from None

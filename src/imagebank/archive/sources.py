@@ -106,7 +106,7 @@ def _walk_dicomdir(path: Path) -> Iterator[SourceItem]:
     """PS3.10 8.5 / PS3.3 F.3: each Directory Record may name a file by Referenced File ID."""
     try:
         dicomdir = pydicom.dcmread(path)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported as the file's problem
         raise ImagebankError(f"{path}: not a readable DICOMDIR ({type(exc).__name__})") from None
     root = path.parent
     seen: set[str] = set()
@@ -146,7 +146,7 @@ def _is_dicomdir(p: Path) -> bool:
     try:
         ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=["SOPClassUID"])
         return str(ds.file_meta.get("MediaStorageSOPClassUID", "")) == "1.2.840.10008.1.3.10"
-    except Exception:
+    except Exception:  # noqa: BLE001 - not a DICOMDIR, whatever the reason
         return False
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -32,7 +32,7 @@ from imagebank.storage.schema import (
 )
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     STORED = "stored"
     DUPLICATE = "duplicate"  # identical bytes already stored: a no-op
     REPLACED = "replaced"
@@ -89,7 +89,7 @@ _HIERARCHY_MISMATCH = _Conflict(
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class MetadataIndex:
@@ -204,17 +204,21 @@ class MetadataIndex:
         with self.engine.connect() as conn:
             return conn.execute(select(instances.c.id).where(instances.c.blob_key == blob_key).limit(1)).first() is not None
 
-    def journal(self, job_key: str) -> dict[str, tuple[int, int]]:
-        """``source_key -> (size, mtime_ns)`` already committed by a bulk-ingest job."""
+    def journal(self, job_key: str, source_keys: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """``source_key -> (size, mtime_ns)`` for those of ``source_keys`` a bulk-ingest job committed.
+
+        Asked chunk by chunk, so resuming a job over millions of files never loads its whole journal.
+        """
         with self.engine.connect() as conn:
             rows = conn.execute(select(ingest_sources.c.source_key, ingest_sources.c.size, ingest_sources.c.mtime_ns)
-                                .where(ingest_sources.c.job_key == job_key))
+                                .where(ingest_sources.c.job_key == job_key,
+                                       ingest_sources.c.source_key.in_(source_keys)))
             return {r.source_key: (r.size, r.mtime_ns) for r in rows}
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes for ``imagebank stats`` and the home page."""
         with self.engine.connect() as conn:
-            counts = {
+            counts: dict[str, int] = {
                 "patients": conn.execute(select(func.count()).select_from(patients)).scalar_one(),
                 "studies": conn.execute(select(func.count()).select_from(studies)).scalar_one(),
                 "series": conn.execute(select(func.count()).select_from(series)).scalar_one(),
@@ -224,12 +228,10 @@ class MetadataIndex:
             modality_rows = conn.execute(
                 select(series.c.modality, func.count(), func.sum(series.c.number_of_series_related_instances))
                 .group_by(series.c.modality).order_by(series.c.modality))
-            counts["by_modality"] = {
-                (m or "?"): {"series": int(n), "instances": int(i or 0)} for m, n, i in modality_rows}
-            counts["conflicts"] = conn.execute(
-                select(ingest_log.c.action, func.count()).group_by(ingest_log.c.action)).all()
-            counts["conflicts"] = {a: int(n) for a, n in counts["conflicts"]}
-        return counts
+            by_modality = {(m or "?"): {"series": int(n), "instances": int(i or 0)} for m, n, i in modality_rows}
+            conflicts = {a: int(n) for a, n in conn.execute(
+                select(ingest_log.c.action, func.count()).group_by(ingest_log.c.action))}
+        return {**counts, "by_modality": by_modality, "conflicts": conflicts}
 
     def recent_studies(self, limit: int = 50) -> list[dict[str, Any]]:
         """Most recently updated studies with their patient, for the home page."""
@@ -337,7 +339,9 @@ class _BatchWriter:
             self.flush()
             self.index._remove_instance(self.conn, self.known[sop_uid][0])  # type: ignore[arg-type]
             superseded = existing[2] if existing[2] != item.blob_key else None
-            self.patients.clear(), self.studies.clear(), self.series.clear()  # rows may have gone
+            self.patients.clear()  # rows may have gone with the removed instance
+            self.studies.clear()
+            self.series.clear()
 
         patient_pk = self._patient_pk(patient_key)
         new_study = new_series = False
@@ -418,5 +422,6 @@ class _BatchWriter:
                 number_of_patient_related_studies=patients.c.number_of_patient_related_studies + n_studies,
                 number_of_patient_related_series=patients.c.number_of_patient_related_series + n_series,
                 number_of_patient_related_instances=patients.c.number_of_patient_related_instances + n_inst))
-        self.series_delta.clear(), self.study_delta.clear(), self.patient_delta.clear()
-        self.new_series_in.clear(), self.sop_classes.clear()
+        for accumulated in (self.series_delta, self.study_delta, self.patient_delta, self.sop_classes):
+            accumulated.clear()
+        self.new_series_in.clear()

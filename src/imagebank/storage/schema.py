@@ -202,3 +202,96 @@ ingest_sources = Table(
     Column("mtime_ns", BigInteger, nullable=False),
     Column("outcome", String(16), nullable=False),
 )
+
+# --------------------------------------------------------------------------- security
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("username", String(128), nullable=False, unique=True),
+    Column("display_name", String(256)),
+    #: argon2id PHC string; NULL for accounts that only sign in through OpenID Connect.
+    Column("password_hash", String(256)),
+    #: Comma-separated role names (see imagebank.security.roles.Role).
+    Column("roles", String(256), nullable=False),
+    #: For patient accounts: their records as PatientID@Issuer, comma-separated.
+    Column("patient_links", Text),
+    Column("oidc_issuer", String(512)),
+    Column("oidc_subject", String(256)),
+    Column("disabled", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("oidc_issuer", "oidc_subject"),
+)
+
+#: Sign-in sessions. Only the SHA-256 of the session secret is stored.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("address", String(64)),
+    Index(None, "user_id"),
+)
+
+#: API tokens for machine clients and scripts: hashed, scoped, expiring, revocable.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("user_id", ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    #: Comma-separated permissions the token is limited to ('' = all of its user's).
+    Column("scopes", String(512), nullable=False, server_default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("last_used_at", DateTime(timezone=True)),
+    Index(None, "user_id"),
+)
+
+#: Failed-attempt counters for lockout (passwords, access codes), keyed by what is being guessed.
+auth_lockouts = Table(
+    "auth_lockouts",
+    metadata,
+    Column("subject", String(256), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
+    Column("locked_until", DateTime(timezone=True)),
+)
+
+#: ATNA-shaped audit events (RFC 3881 / DICOM PS3.15 A.5), append-only, HMAC hash-chained.
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("event_id", String(64), nullable=False),  # DCM code, e.g. 110110 Patient Record
+    Column("event_action", String(1), nullable=False),  # C R U D E
+    Column("outcome", Integer, nullable=False),  # 0 success, 4 minor, 8 serious, 12 major failure
+    Column("user_name", String(128)),
+    Column("user_roles", String(256)),
+    Column("network_address", String(64)),
+    Column("patient_id", String(130)),  # PatientID@Issuer of the participant patient, if any
+    Column("object_type", String(32)),  # study, series, instance, user, token, config, export ...
+    Column("object_id", String(256)),
+    Column("detail", Text),  # canonical JSON
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index(None, "patient_id", "at"),
+    Index(None, "user_name", "at"),
+    Index(None, "at"),
+)
+
+#: The chain head (one row): the last sequence number and hash, so a deleted tail is detected too.
+audit_chain_head = Table(
+    "audit_chain_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("last_hash", String(64), nullable=False),
+)

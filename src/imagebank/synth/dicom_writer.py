@@ -10,7 +10,7 @@ import numpy as np
 from pydicom import Dataset, dcmwrite
 from pydicom.dataset import FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from imagebank.synth.phantoms import PHANTOMS
 from imagebank.synth.plan import PlannedSeries, PlannedStudy, SyntheticPatient, instance_uid
@@ -66,7 +66,7 @@ def build_dataset(patient: SyntheticPatient, study: PlannedStudy, series: Planne
     ds.SeriesDescription = sp.description
     ds.ManufacturerModelName = series.equipment.model
     ds.SoftwareVersions = series.equipment.software
-    ds.DeviceSerialNumber = hashlib.sha1(series.equipment.station.encode()).hexdigest()[:8].upper()
+    ds.DeviceSerialNumber = hashlib.sha256(series.equipment.station.encode()).hexdigest()[:8].upper()
     ds.PatientName = patient.dicom_name
     ds.PatientID = patient.mrn
     ds.IssuerOfPatientID = patient.issuer

@@ -1,0 +1,224 @@
+"""Users, sessions, API tokens and lockout counters (SQLAlchemy adapter over the index database)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine, delete, insert, select, update
+
+from imagebank.errors import ImagebankError, NotFound
+from imagebank.security.policy import Principal
+from imagebank.security.roles import Permission, Role
+from imagebank.security.secrets import hash_password, new_token, token_hash, verify_password
+from imagebank.storage.schema import api_tokens, auth_lockouts, sessions, users
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    """SQLite returns naive datetimes for timezone-aware columns; they were stored in UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+class AccountError(ImagebankError):
+    pass
+
+
+class LockedOut(ImagebankError):
+    def __init__(self, until: dt.datetime) -> None:
+        super().__init__(f"too many failed attempts: locked until {until.isoformat(timespec='seconds')}")
+        self.until = until
+
+
+@dataclass(frozen=True)
+class LockoutPolicy:
+    """N failures within ``window`` lock the subject for ``duration`` (NIST SP 800-63B 5.2.2)."""
+
+    max_failures: int = 5
+    window: dt.timedelta = dt.timedelta(minutes=15)
+    duration: dt.timedelta = dt.timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    username: str
+    roles: frozenset[Role]
+    patient_links: frozenset[str]
+    disabled: bool
+    display_name: str | None = None
+
+    def principal(self, kind: str = "user", scopes: frozenset[Permission] = frozenset(),
+                  address: str | None = None) -> Principal:
+        return Principal(kind=kind, name=self.username, roles=self.roles, scopes=scopes,
+                         own_patients=self.patient_links, user_id=self.id, address=address)
+
+
+def _split(value: str | None) -> list[str]:
+    return [v for v in (value or "").split(",") if v]
+
+
+def _user(row: object) -> User:
+    return User(id=row.id, username=row.username, roles=frozenset(Role(r) for r in _split(row.roles)),  # type: ignore[attr-defined]
+                patient_links=frozenset(_split(row.patient_links)), disabled=bool(row.disabled),  # type: ignore[attr-defined]
+                display_name=row.display_name)  # type: ignore[attr-defined]
+
+
+class Accounts:
+    SESSION_LIFETIME = dt.timedelta(hours=8)
+
+    def __init__(self, engine: Engine, lockout: LockoutPolicy | None = None) -> None:
+        self.engine = engine
+        self.lockout = lockout or LockoutPolicy()
+
+    # ---------------------------------------------------------------- users
+
+    def create_user(self, username: str, roles: Iterable[Role | str], password: str | None = None, *,
+                    display_name: str | None = None, patient_links: Iterable[str] = ()) -> User:
+        role_set = {Role(r) for r in roles}
+        if not role_set:
+            raise AccountError("a user needs at least one role")
+        if password is not None and len(password) < 12:
+            raise AccountError("passwords must have at least 12 characters")
+        with self.engine.begin() as conn:
+            if conn.execute(select(users.c.id).where(users.c.username == username)).first():
+                raise AccountError(f"user {username!r} already exists")
+            conn.execute(insert(users).values(
+                username=username, display_name=display_name, roles=",".join(sorted(role_set)),
+                password_hash=hash_password(password) if password else None,
+                patient_links=",".join(sorted(patient_links)) or None, created_at=_now()))
+        return self.get_user(username)
+
+    def get_user(self, username: str) -> User:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.username == username)).first()
+        if row is None:
+            raise NotFound(f"no user {username!r}")
+        return _user(row)
+
+    def list_users(self) -> list[User]:
+        with self.engine.connect() as conn:
+            return [_user(r) for r in conn.execute(select(users).order_by(users.c.username))]
+
+    def count_users(self) -> int:
+        return len(self.list_users())
+
+    def set_password(self, username: str, password: str) -> None:
+        if len(password) < 12:
+            raise AccountError("passwords must have at least 12 characters")
+        with self.engine.begin() as conn:
+            done = conn.execute(update(users).where(users.c.username == username).values(
+                password_hash=hash_password(password))).rowcount
+        if not done:
+            raise NotFound(f"no user {username!r}")
+
+    def set_disabled(self, username: str, disabled: bool) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(users).where(users.c.username == username).values(disabled=int(disabled)))
+            if disabled:  # a disabled account loses its sessions at once
+                uid = conn.execute(select(users.c.id).where(users.c.username == username)).scalar()
+                conn.execute(update(sessions).where(sessions.c.user_id == uid, sessions.c.revoked_at.is_(None))
+                             .values(revoked_at=_now()))
+
+    # -------------------------------------------------------------- lockout
+
+    def check_lockout(self, subject: str) -> None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(auth_lockouts).where(auth_lockouts.c.subject == subject)).first()
+        if row is not None and row.locked_until is not None and _aware(row.locked_until) > _now():
+            raise LockedOut(_aware(row.locked_until))
+
+    def record_failure(self, subject: str) -> None:
+        now = _now()
+        with self.engine.begin() as conn:
+            row = conn.execute(select(auth_lockouts).where(auth_lockouts.c.subject == subject)).first()
+            if row is None or now - _aware(row.window_start) > self.lockout.window:
+                conn.execute(delete(auth_lockouts).where(auth_lockouts.c.subject == subject))
+                conn.execute(insert(auth_lockouts).values(subject=subject, failures=1, window_start=now))
+                return
+            failures = row.failures + 1
+            locked = now + self.lockout.duration if failures >= self.lockout.max_failures else None
+            conn.execute(update(auth_lockouts).where(auth_lockouts.c.subject == subject).values(
+                failures=failures, locked_until=locked))
+
+    def clear_failures(self, subject: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(auth_lockouts).where(auth_lockouts.c.subject == subject))
+
+    # ------------------------------------------------------ password sign-in
+
+    def authenticate_password(self, username: str, password: str) -> User:
+        """Verify a password under the lockout policy; raises :class:`LockedOut` or :class:`AccountError`."""
+        subject = f"password:{username.lower()}"
+        self.check_lockout(subject)
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.username == username)).first()
+        ok = verify_password(row.password_hash if row is not None else None, password)
+        if not ok or row is None or row.disabled:
+            self.record_failure(subject)
+            raise AccountError("unknown user or wrong password")
+        self.clear_failures(subject)
+        return _user(row)
+
+    # -------------------------------------------------------------- sessions
+
+    def create_session(self, user: User, address: str | None = None) -> str:
+        token = new_token("ibs")
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(insert(sessions).values(token_hash=token_hash(token), user_id=user.id, created_at=now,
+                                                 expires_at=now + self.SESSION_LIFETIME, address=address))
+        return token
+
+    def revoke_session(self, token: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(sessions).where(sessions.c.token_hash == token_hash(token)).values(revoked_at=_now()))
+
+    def principal_for_session(self, token: str, address: str | None = None) -> Principal | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(users, sessions.c.expires_at, sessions.c.revoked_at)
+                .join(sessions, sessions.c.user_id == users.c.id)
+                .where(sessions.c.token_hash == token_hash(token))).first()
+        if row is None or row.revoked_at is not None or _aware(row.expires_at) <= _now() or row.disabled:
+            return None
+        return _user(row).principal("user", address=address)
+
+    # ---------------------------------------------------------------- tokens
+
+    def create_token(self, username: str, name: str, *, scopes: Iterable[Permission | str] = (),
+                     lifetime: dt.timedelta = dt.timedelta(days=90)) -> str:
+        user = self.get_user(username)
+        scope_set = {Permission(s) for s in scopes}
+        token = new_token("ibt")
+        now = _now()
+        with self.engine.begin() as conn:
+            conn.execute(insert(api_tokens).values(
+                token_hash=token_hash(token), user_id=user.id, name=name, scopes=",".join(sorted(scope_set)),
+                created_at=now, expires_at=now + lifetime))
+        return token
+
+    def revoke_token(self, name: str, username: str) -> int:
+        user = self.get_user(username)
+        with self.engine.begin() as conn:
+            return int(conn.execute(update(api_tokens).where(
+                api_tokens.c.user_id == user.id, api_tokens.c.name == name, api_tokens.c.revoked_at.is_(None),
+            ).values(revoked_at=_now())).rowcount)
+
+    def principal_for_token(self, token: str, address: str | None = None) -> Principal | None:
+        digest = token_hash(token)
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(users, api_tokens.c.scopes, api_tokens.c.expires_at, api_tokens.c.revoked_at)
+                .join(api_tokens, api_tokens.c.user_id == users.c.id)
+                .where(api_tokens.c.token_hash == digest)).first()
+        if row is None or row.revoked_at is not None or _aware(row.expires_at) <= _now() or row.disabled:
+            return None
+        with self.engine.begin() as conn:
+            conn.execute(update(api_tokens).where(api_tokens.c.token_hash == digest).values(last_used_at=_now()))
+        scopes = frozenset(Permission(s) for s in _split(row.scopes))
+        return _user(row).principal("token", scopes=scopes, address=address)
