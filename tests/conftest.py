@@ -149,3 +149,55 @@ def make_instance() -> Callable[..., bytes]:
                 setattr(ds, keyword, value)
         return encode(ds)
     return factory
+
+
+# ------------------------------------------------------------------ live HTTP server
+
+class LiveServer:
+    """An ASGI app served by uvicorn in a thread on a loopback port (real HTTP, real sockets)."""
+
+    def __init__(self, app: Any) -> None:
+        import threading
+
+        import uvicorn
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            assert time.monotonic() < deadline, "uvicorn did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture
+def secured(settings: Settings) -> Iterator[Any]:
+    """(archive, accounts, audit trail) over the test database."""
+    from imagebank.context import open_security
+
+    arch = open_archive(settings)
+    accounts, audit = open_security(settings, arch.index.engine)
+    yield arch, accounts, audit
+    arch.index.engine.dispose()
+
+
+@pytest.fixture
+def live_app(settings: Settings, secured: Any) -> Iterator[tuple[LiveServer, Any]]:
+    """The whole HTTP app on loopback; yields (server, accounts)."""
+    from imagebank.web.app import create_app
+
+    arch, accounts, audit = secured
+    app = create_app(settings, arch, accounts, audit)
+    with LiveServer(app) as server:
+        yield server, accounts

@@ -12,15 +12,18 @@ import pytest
 
 from tests.conftest import pydicom_file
 
-COMMANDS = [[], ["serve"], ["ingest"], ["demo"], ["db"], ["db", "upgrade"], ["db", "current"], ["stats"], ["check"]]
+COMMANDS = [[], ["serve"], ["ingest"], ["demo"], ["db"], ["db", "upgrade"], ["db", "current"], ["stats"], ["check"],
+            ["users"], ["users", "add"], ["users", "list"], ["users", "passwd"], ["users", "disable"], ["tokens"],
+            ["tokens", "create"], ["tokens", "revoke"], ["audit"], ["audit", "verify"], ["audit", "query"]]
 
 
 def run(*args: str, data: Path | None = None, env: dict[str, str] | None = None,
         timeout: int = 300) -> subprocess.CompletedProcess[str]:
     base = [sys.executable, "-m", "imagebank.cli"] + (["--data", str(data)] if data else [])
+    stdin = (env or {}).pop("_STDIN", None)
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
     full_env.update(env or {})
-    return subprocess.run(base + list(args), capture_output=True, text=True, timeout=timeout, env=full_env)
+    return subprocess.run(base + list(args), capture_output=True, text=True, timeout=timeout, env=full_env, input=stdin)
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "main")
@@ -85,6 +88,25 @@ def test_demo_out_writes_a_folder_that_ingest_reads(tmp_path: Path) -> None:
     assert result.returncode == 0 and f"stored {len(files)}," in result.stdout
 
 
-def test_serve_refuses_non_loopback_address(tmp_path: Path) -> None:
+def test_serve_refuses_plain_http_beyond_loopback(tmp_path: Path) -> None:
     result = run("serve", "--host", "0.0.0.0", data=tmp_path / "d", timeout=30)
-    assert result.returncode == 2 and "loopback" in result.stderr
+    assert result.returncode == 2 and "TLS" in result.stderr
+
+
+def test_users_tokens_and_audit_commands(tmp_path: Path) -> None:
+    data = tmp_path / "d"
+    added = run("users", "add", "carol", "--role", "clinician", "--role", "radiologist", "--password-stdin",
+                data=data, env={"_STDIN": "a long enough password\n"})
+    assert added.returncode == 0 and "clinician, radiologist" in added.stdout
+    assert "already exists" in run("users", "add", "carol", "--role", "clinician", "--no-password", data=data).stderr
+    assert "12 characters" in run("users", "passwd", "carol", "--password-stdin", data=data,
+                                  env={"_STDIN": "short\n"}).stderr
+    assert "carol" in run("users", "list", data=data).stdout
+    token = run("tokens", "create", "carol", "laptop", "--scope", "archive:read", data=data).stdout.strip()
+    assert token.startswith("ibt_")
+    assert "unknown scope" in run("tokens", "create", "carol", "x", "--scope", "everything", data=data).stderr
+    assert "revoked 1" in run("tokens", "revoke", "carol", "laptop", data=data).stdout
+    assert run("audit", "verify", data=data).stdout.strip() == "audit trail intact"
+    listing = run("audit", "query", "--format", "fhir", data=data).stdout.splitlines()
+    assert len(listing) >= 3 and all(json.loads(line)["resourceType"] == "AuditEvent" for line in listing)
+    assert "<AuditMessage>" in run("audit", "query", "--format", "dicom", data=data).stdout

@@ -63,29 +63,41 @@ def main(ctx: click.Context, data: str | None, config: str | None, verbose: int)
 
 
 @main.command()
-@click.option("--host", help="Address to bind (loopback only until authentication exists).")
+@click.option("--host", help="Address to bind (default 127.0.0.1). Beyond loopback, TLS is required.")
 @click.option("--port", type=int, help="HTTP port (default 8042).")
 @click.pass_context
 @_friendly_errors
 def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
-    """Serve the web pages and HTTP API of the archive."""
+    """Serve the web pages and HTTP API of the archive (sign-in required)."""
+    import secrets
+
     import uvicorn
 
-    from imagebank.context import open_archive
+    from imagebank.context import open_archive, open_security
+    from imagebank.security.roles import Role
     from imagebank.web.app import create_app, is_loopback
 
     settings = _settings(ctx)
     host = host or settings.server.host
     port = port or settings.server.port
-    if not is_loopback(host):
+    sec = settings.security
+    if not is_loopback(host) and not sec.tls_certfile and not sec.behind_tls_proxy:
         raise ImagebankError(
-            f"refusing to bind {host}: this version has no sign-in yet, so it only serves loopback "
-            "(127.0.0.1 / ::1). Put an authenticating reverse proxy in front if you need remote access.")
+            f"refusing to serve plain HTTP on {host}: identified health data needs TLS beyond loopback. "
+            "Set security.tls_certfile and security.tls_keyfile, or security.behind_tls_proxy = true.")
     archive = open_archive(settings)
-    app = create_app(settings, archive)
+    accounts, audit = open_security(settings, archive.index.engine)
+    app = create_app(settings, archive, accounts, audit)
+    scheme = "https" if sec.tls_certfile else "http"
     click.echo(f"Imagebank {__version__} serving {settings.data_dir}")
-    click.echo(f"  open http://{host}:{port}/   (local-only mode: bound to loopback, no sign-in)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    if accounts.count_users() == 0:
+        password = secrets.token_urlsafe(12)
+        accounts.create_user("admin", [Role.ADMIN, Role.RADIOLOGIST], password, display_name="Administrator")
+        click.echo("  first start: created user 'admin' with password  " + password)
+        click.echo("  (shown once; change it with: imagebank users passwd admin)")
+    click.echo(f"  open {scheme}://{host}:{port}/")
+    uvicorn.run(app, host=host, port=port, log_level="warning",
+                ssl_certfile=sec.tls_certfile or None, ssl_keyfile=sec.tls_keyfile or None)
 
 
 @main.command()
@@ -199,6 +211,189 @@ def check(ctx: click.Context, repair: bool, grace: float) -> None:
     report = check_archive(open_archive(_settings(ctx)), repair=repair, grace_seconds=grace)
     click.echo(report.render())
     sys.exit(0 if report.ok or repair else 1)
+
+
+def _security(ctx: click.Context) -> tuple[Any, Any]:
+    from imagebank.context import open_engine, open_security
+
+    settings = _settings(ctx)
+    return open_security(settings, open_engine(settings))
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return str(click.prompt("password", hide_input=True, confirmation_prompt=True))
+
+
+@main.group()
+def users() -> None:
+    """User accounts and roles."""
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--role", "roles", multiple=True, required=True,
+              type=click.Choice(["admin", "clinician", "radiologist", "researcher", "honest_broker", "patient",
+                                 "service"]), help="Repeat for several roles.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--no-password", is_flag=True, help="No password (single sign-on or API tokens only).")
+@click.option("--patient", "patients", multiple=True, help="For patient accounts: PatientID@Issuer they own.")
+@click.pass_context
+@_friendly_errors
+def users_add(ctx: click.Context, username: str, roles: tuple[str, ...], password_stdin: bool, no_password: bool,
+              patients: tuple[str, ...]) -> None:
+    """Create a user."""
+    accounts, audit = _security(ctx)
+    password = None if no_password else _read_password(password_stdin)
+    user = accounts.create_user(username, roles, password, patient_links=patients)
+    from imagebank.security.audit import AuditEvent
+
+    audit.record(AuditEvent("110100", "C", user_name="cli", object_type="user", object_id=username,
+                            detail={"roles": sorted(user.roles)}))
+    click.echo(f"created {username} ({', '.join(sorted(user.roles))})")
+
+
+@users.command("list")
+@click.pass_context
+@_friendly_errors
+def users_list(ctx: click.Context) -> None:
+    """List users and their roles."""
+    accounts, _ = _security(ctx)
+    for user in accounts.list_users():
+        state = " (disabled)" if user.disabled else ""
+        click.echo(f"{user.username:<24} {', '.join(sorted(user.roles))}{state}")
+
+
+@users.command("passwd")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True)
+@click.pass_context
+@_friendly_errors
+def users_passwd(ctx: click.Context, username: str, password_stdin: bool) -> None:
+    """Set a user's password."""
+    accounts, audit = _security(ctx)
+    accounts.set_password(username, _read_password(password_stdin))
+    from imagebank.security.audit import AuditEvent
+
+    audit.record(AuditEvent("110100", "U", user_name="cli", object_type="user", object_id=username,
+                            detail={"action": "password changed"}))
+    click.echo(f"password of {username} changed")
+
+
+@users.command("disable")
+@click.argument("username")
+@click.option("--enable", is_flag=True, help="Enable again instead.")
+@click.pass_context
+@_friendly_errors
+def users_disable(ctx: click.Context, username: str, enable: bool) -> None:
+    """Disable a user (ends their sessions) or enable them again."""
+    accounts, audit = _security(ctx)
+    accounts.get_user(username)
+    accounts.set_disabled(username, not enable)
+    from imagebank.security.audit import AuditEvent
+
+    audit.record(AuditEvent("110100", "U", user_name="cli", object_type="user", object_id=username,
+                            detail={"action": "enabled" if enable else "disabled"}))
+    click.echo(f"{username} {'enabled' if enable else 'disabled'}")
+
+
+@main.group()
+def tokens() -> None:
+    """API tokens for machine clients and scripts."""
+
+
+@tokens.command("create")
+@click.argument("username")
+@click.argument("name")
+@click.option("--scope", "scopes", multiple=True, help="Limit to these permissions (e.g. archive:read).")
+@click.option("--days", type=click.IntRange(1, 3650), default=90, show_default=True)
+@click.pass_context
+@_friendly_errors
+def tokens_create(ctx: click.Context, username: str, name: str, scopes: tuple[str, ...], days: int) -> None:
+    """Create an API token for USERNAME; it is printed once and stored only as a hash."""
+    import datetime as dt
+
+    from imagebank.security.audit import AuditEvent
+    from imagebank.security.roles import Permission
+
+    valid = {p.value for p in Permission}
+    for scope in scopes:
+        if scope not in valid:
+            raise ImagebankError(f"unknown scope {scope!r}; choose from {', '.join(sorted(valid))}")
+    accounts, audit = _security(ctx)
+    token = accounts.create_token(username, name, scopes=scopes, lifetime=dt.timedelta(days=days))
+    audit.record(AuditEvent("110100", "C", user_name="cli", object_type="token", object_id=f"{username}/{name}",
+                            detail={"scopes": list(scopes), "days": days}))
+    click.echo(token)
+
+
+@tokens.command("revoke")
+@click.argument("username")
+@click.argument("name")
+@click.pass_context
+@_friendly_errors
+def tokens_revoke(ctx: click.Context, username: str, name: str) -> None:
+    """Revoke USERNAME's token NAME."""
+    from imagebank.security.audit import AuditEvent
+
+    accounts, audit = _security(ctx)
+    n = accounts.revoke_token(name, username)
+    audit.record(AuditEvent("110100", "D", user_name="cli", object_type="token", object_id=f"{username}/{name}"))
+    click.echo(f"revoked {n} token(s)")
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail: verify, query, export."""
+
+
+@audit.command("verify")
+@click.pass_context
+@_friendly_errors
+def audit_verify(ctx: click.Context) -> None:
+    """Check the hash chain: detects modified, deleted and truncated records."""
+    _, trail = _security(ctx)
+    problems = trail.verify()
+    for problem in problems:
+        click.echo(f"TAMPERED: {problem}")
+    click.echo("audit trail intact" if not problems else f"{len(problems)} problem(s) found")
+    sys.exit(1 if problems else 0)
+
+
+@audit.command("query")
+@click.option("--patient", help="PatientID@Issuer")
+@click.option("--user")
+@click.option("--since", type=click.DateTime())
+@click.option("--until", type=click.DateTime())
+@click.option("--format", "fmt", type=click.Choice(["text", "dicom", "fhir"]), default="text", show_default=True)
+@click.option("--limit", type=int, default=1000, show_default=True)
+@click.pass_context
+@_friendly_errors
+def audit_query(ctx: click.Context, patient: str | None, user: str | None, since: Any, until: Any, fmt: str,
+                limit: int) -> None:
+    """List audit events (text), or export them as DICOM audit XML or FHIR AuditEvent (NDJSON)."""
+    import datetime as dt
+
+    from imagebank.security.audit import EVENT_NAMES, AuditEvent, to_dicom_xml, to_fhir
+
+    _, trail = _security(ctx)
+
+    def utc(value: Any) -> Any:
+        return value.replace(tzinfo=dt.UTC) if value is not None and value.tzinfo is None else value
+
+    events = trail.query(patient_id=patient, user_name=user, since=utc(since), until=utc(until), limit=limit)
+    trail.record(AuditEvent("110101", "R", user_name="cli", patient_id=patient,
+                            detail={"query": {"user": user, "since": str(since), "until": str(until)}}))
+    for ev in events:
+        if fmt == "dicom":
+            click.echo(to_dicom_xml(ev))
+        elif fmt == "fhir":
+            click.echo(json.dumps(to_fhir(ev)))
+        else:
+            click.echo(f"{ev.seq:>6} {ev.at.isoformat(timespec='seconds')} {EVENT_NAMES.get(ev.event_id, ev.event_id):<26}"
+                       f" {ev.event_action} outcome={ev.outcome} user={ev.user_name} from={ev.network_address}"
+                       f" patient={ev.patient_id or '-'} {ev.object_type or ''} {ev.object_id or ''}")
 
 
 @main.group()

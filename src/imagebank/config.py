@@ -68,12 +68,37 @@ class ServerSettings(_Section):
     port: int = Field(default=8042, ge=1, le=65535)
 
 
+class SecuritySettings(_Section):
+    session_hours: float = Field(default=8.0, gt=0)
+    #: Failed sign-ins (per account) within ``lockout_window_minutes`` that lock it.
+    lockout_failures: int = Field(default=5, ge=1)
+    lockout_window_minutes: float = Field(default=15.0, gt=0)
+    lockout_minutes: float = Field(default=15.0, gt=0)
+    #: Sign-in requests per minute from one network address (rate limit).
+    login_rate_per_minute: int = Field(default=20, ge=1)
+    #: Key of the audit trail's HMAC chain. Empty means ``<data>/secrets/audit-chain.key`` (created).
+    audit_key_file: str = ""
+    #: TLS for HTTP: PEM certificate chain and private key. Required to serve beyond loopback.
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
+    #: Set when a TLS-terminating reverse proxy is in front (allows a non-loopback bind without TLS).
+    behind_tls_proxy: bool = False
+    #: Origins allowed by CORS (e.g. a viewer served elsewhere); empty = same origin only.
+    cors_origins: list[str] = Field(default_factory=list)
+
+
 class Settings(_Section):
     data_dir: Path
     database: DatabaseSettings = DatabaseSettings()
     storage: StorageSettings = StorageSettings()
     ingest: IngestSettings = IngestSettings()
     server: ServerSettings = ServerSettings()
+    security: SecuritySettings = SecuritySettings()
+
+    @property
+    def audit_key_path(self) -> Path:
+        return Path(self.security.audit_key_file) if self.security.audit_key_file else (
+            self.data_dir / "secrets" / "audit-chain.key")
 
     @property
     def database_url(self) -> str:

@@ -7,6 +7,8 @@ from sqlalchemy import Engine
 from imagebank.archive.pipeline import Archive
 from imagebank.config import Settings
 from imagebank.errors import ConfigError
+from imagebank.security.accounts import Accounts, LockoutPolicy
+from imagebank.security.audit import AuditTrail, load_or_create_key
 from imagebank.storage import database
 from imagebank.storage.blobs import BlobStore, open_blob_store
 from imagebank.storage.index import MetadataIndex
@@ -38,3 +40,15 @@ def open_blobs(settings: Settings) -> BlobStore:
 def open_archive(settings: Settings, *, engine: Engine | None = None) -> Archive:
     engine = engine or open_engine(settings)
     return Archive(MetadataIndex(engine), open_blobs(settings), settings.ingest)
+
+
+def open_security(settings: Settings, engine: Engine) -> tuple[Accounts, AuditTrail]:
+    """Accounts (users, sessions, tokens, lockout) and the audit trail over the index database."""
+    import datetime as dt
+
+    sec = settings.security
+    accounts = Accounts(engine, LockoutPolicy(
+        max_failures=sec.lockout_failures, window=dt.timedelta(minutes=sec.lockout_window_minutes),
+        duration=dt.timedelta(minutes=sec.lockout_minutes)))
+    accounts.SESSION_LIFETIME = dt.timedelta(hours=sec.session_hours)
+    return accounts, AuditTrail(engine, load_or_create_key(settings.audit_key_path))

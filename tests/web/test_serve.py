@@ -17,12 +17,17 @@ from tests.conftest import free_port
 from tests.test_cli import run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PASSWORD = "radiology rocks 42"
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data = tmp_path_factory.mktemp("served")
     assert run("demo", "--patients", "2", "--seed", "5", "--metadata-only", "--no-progress", data=data).returncode == 0
+    added = subprocess.run([sys.executable, "-m", "imagebank.cli", "--data", str(data), "users", "add", "alice",
+                            "--role", "radiologist", "--password-stdin"], input=PASSWORD + "\n", text=True,
+                           capture_output=True)
+    assert added.returncode == 0, added.stderr
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
     proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(data), "serve", "--port", str(port)],
@@ -43,13 +48,22 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc.wait(10)
 
 
-def test_stats_api_over_http(served: str) -> None:
-    stats = httpx.get(f"{served}/api/stats").json()
+def _client(served: str) -> httpx.Client:
+    client = httpx.Client(base_url=served)
+    assert client.post("/api/login", json={"username": "alice", "password": PASSWORD}).status_code == 200
+    return client
+
+
+def test_stats_api_needs_sign_in(served: str) -> None:
+    assert httpx.get(f"{served}/api/stats").status_code == 401
+    stats = _client(served).get("/api/stats").json()
     assert stats["patients"] == 2 and stats["instances"] > 0
 
 
-def test_home_page_lists_studies(served: str) -> None:
-    page = httpx.get(served)
+def test_home_page_redirects_to_sign_in_then_lists_studies(served: str) -> None:
+    anonymous = httpx.get(served, headers={"accept": "text/html"})
+    assert anonymous.status_code == 303 and anonymous.headers["location"] == "/login"
+    page = _client(served).get("/")
     assert page.status_code == 200 and "Recent studies" in page.text and "MRN005" in page.text
 
 
@@ -75,9 +89,45 @@ def test_home_page_in_a_real_browser(served: str, tmp_path: Path) -> None:
             "--disable-sync", "--no-first-run"])
         page = browser.new_page()
         page.goto(served)
+        assert page.title() == "Sign in - Imagebank"  # sent to the sign-in page first
+        page.fill("#username", "alice")
+        page.fill("#password", "wrong password at first")
+        page.click("#sign-in")
+        assert "wrong password" in page.locator("#error").inner_text()
+        page.fill("#username", "alice")
+        page.fill("#password", PASSWORD)
+        page.click("#sign-in")
+        page.wait_for_url(served + "/")
         assert page.title() == "Imagebank"
+        assert page.locator("#user").inner_text() == "alice"
         rows = page.locator("#studies tbody tr")
         assert rows.count() >= 2
         assert page.locator("#n-patients").inner_text() == "2"
         page.screenshot(path=str(tmp_path / "home.png"))
+        page.click("#sign-out")
+        page.wait_for_url(served + "/login")
         browser.close()
+
+
+def test_first_start_creates_an_admin_whose_printed_password_works(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
+    proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(tmp_path / "d"), "serve",
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(4)]  # type: ignore[union-attr]
+        created = next(line for line in lines if "created user 'admin'" in line)
+        password = created.split("password", 1)[1].strip()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.post(f"http://127.0.0.1:{port}/api/login",
+                                      json={"username": "admin", "password": password})
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert response.status_code == 200 and "admin" in response.json()["roles"]
+    finally:
+        proc.terminate()
+        proc.wait(10)

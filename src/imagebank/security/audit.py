@@ -1,0 +1,206 @@
+"""The audit trail: ATNA-shaped events (RFC 3881, DICOM PS3.15 A.5), append-only, tamper-evident.
+
+Tamper evidence: every record stores the previous record's hash and its own
+``HMAC-SHA256(key, prev_hash || canonical JSON of the record)``; a one-row chain head keeps the last
+sequence number and hash. :meth:`AuditTrail.verify` then detects a modified record (hash mismatch),
+a deleted one (sequence gap / broken link) and a cut-off tail (head mismatch). The HMAC key lives
+outside the database (a file in the data folder's ``secrets/``), so someone who can write the
+database cannot recompute a valid chain after editing it.
+
+The audit trail is clinical-zone data and *does* name the patient concerned; application logs never do.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import quoteattr
+
+from sqlalchemy import Engine, insert, select, update
+
+from imagebank.security.secrets import hmac_sha256
+from imagebank.storage.schema import audit_chain_head, audit_events
+
+GENESIS = "0" * 64
+
+# DICOM PS3.16 CID 400 "Audit Event ID" (scheme DCM).
+EVENT_NAMES = {
+    "110100": "Application Activity", "110101": "Audit Log Used", "110103": "DICOM Instances Accessed",
+    "110104": "DICOM Instances Transferred", "110105": "DICOM Study Deleted", "110106": "Export",
+    "110107": "Import", "110110": "Patient Record", "110112": "Query", "110113": "Security Alert",
+    "110114": "User Authentication",
+}
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    event_id: str  # a DCM code from EVENT_NAMES
+    event_action: str  # C create, R read, U update, D delete, E execute (RFC 3881 5.1.2)
+    outcome: int = 0  # 0 success, 4 minor failure, 8 serious failure, 12 major failure
+    user_name: str | None = None
+    user_roles: str | None = None
+    network_address: str | None = None
+    patient_id: str | None = None
+    object_type: str | None = None
+    object_id: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredEvent(AuditEvent):
+    seq: int = 0
+    at: dt.datetime = dt.datetime.min
+    prev_hash: str = GENESIS
+    hash: str = GENESIS
+
+
+def load_or_create_key(path: Path) -> bytes:
+    if path.is_file():
+        return path.read_bytes()
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key
+
+
+def _canonical(seq: int, at: dt.datetime, event: AuditEvent, prev_hash: str) -> bytes:
+    body = {k: v for k, v in asdict(event).items() if k not in ("seq", "at", "prev_hash", "hash")}
+    body.update(seq=seq, at=at.astimezone(dt.UTC).isoformat(timespec="microseconds"), prev_hash=prev_hash)
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+class AuditTrail:
+    def __init__(self, engine: Engine, key: bytes) -> None:
+        self.engine = engine
+        self.key = key
+
+    def record(self, event: AuditEvent) -> StoredEvent:
+        """Append ``event``; appends are serialized on the chain head row."""
+        at = dt.datetime.now(dt.UTC)
+        with self.engine.begin() as conn:
+            head = conn.execute(select(audit_chain_head).where(audit_chain_head.c.id == 1).with_for_update()).first()
+            if head is None:
+                conn.execute(insert(audit_chain_head).values(id=1, last_seq=0, last_hash=GENESIS))
+                last_seq, last_hash = 0, GENESIS
+            else:
+                last_seq, last_hash = head.last_seq, head.last_hash
+            seq = last_seq + 1
+            digest = hmac_sha256(self.key, _canonical(seq, at, event, last_hash))
+            values = asdict(event)
+            values["detail"] = json.dumps(event.detail, sort_keys=True) if event.detail else None
+            conn.execute(insert(audit_events).values(**values, seq=seq, at=at, prev_hash=last_hash, hash=digest))
+            conn.execute(update(audit_chain_head).where(audit_chain_head.c.id == 1).values(
+                last_seq=seq, last_hash=digest))
+        return StoredEvent(**asdict(event), seq=seq, at=at, prev_hash=last_hash, hash=digest)
+
+    def _rows(self, stmt: Any) -> Iterator[StoredEvent]:
+        with self.engine.connect() as conn:
+            for row in conn.execute(stmt):
+                data = dict(row._mapping)
+                data["detail"] = json.loads(data["detail"]) if data["detail"] else {}
+                data["at"] = _aware(data["at"])
+                yield StoredEvent(**data)
+
+    def verify(self) -> list[str]:
+        """Problems found in the chain (empty list: intact)."""
+        problems: list[str] = []
+        expected_seq, prev = 1, GENESIS
+        for ev in self._rows(select(audit_events).order_by(audit_events.c.seq)):
+            if ev.seq != expected_seq:
+                problems.append(f"records {expected_seq}..{ev.seq - 1} are missing")
+            if ev.prev_hash != prev:
+                problems.append(f"record {ev.seq} does not follow the record before it")
+            if hmac_sha256(self.key, _canonical(ev.seq, ev.at, ev, ev.prev_hash)) != ev.hash:
+                problems.append(f"record {ev.seq} was modified")
+            expected_seq, prev = ev.seq + 1, ev.hash
+        with self.engine.connect() as conn:
+            head = conn.execute(select(audit_chain_head)).first()
+        last_seq, last_hash = (head.last_seq, head.last_hash) if head else (0, GENESIS)
+        if (last_seq, last_hash) != (expected_seq - 1, prev):
+            problems.append(f"the chain ends at record {expected_seq - 1} but its head says {last_seq}: "
+                            "records were removed from the end")
+        return problems
+
+    def query(self, *, patient_id: str | None = None, user_name: str | None = None,
+              since: dt.datetime | None = None, until: dt.datetime | None = None,
+              limit: int = 1000) -> list[StoredEvent]:
+        stmt = select(audit_events)
+        if patient_id is not None:
+            stmt = stmt.where(audit_events.c.patient_id == patient_id)
+        if user_name is not None:
+            stmt = stmt.where(audit_events.c.user_name == user_name)
+        if since is not None:
+            stmt = stmt.where(audit_events.c.at >= since)
+        if until is not None:
+            stmt = stmt.where(audit_events.c.at < until)
+        return list(self._rows(stmt.order_by(audit_events.c.seq).limit(limit)))
+
+
+# ------------------------------------------------------------------ export formats
+
+def to_dicom_xml(ev: StoredEvent, source_id: str = "imagebank") -> str:
+    """DICOM PS3.15 A.5.1 audit message (the RFC 3881 XML schema as DICOM constrains it)."""
+    name = EVENT_NAMES.get(ev.event_id, ev.event_id)
+    parts = [
+        "<AuditMessage>",
+        f'<EventIdentification EventActionCode={quoteattr(ev.event_action)} '
+        f'EventDateTime={quoteattr(ev.at.isoformat())} EventOutcomeIndicator="{ev.outcome}">',
+        f'<EventID csd-code={quoteattr(ev.event_id)} codeSystemName="DCM" originalText={quoteattr(name)}/>',
+        "</EventIdentification>",
+        f'<ActiveParticipant UserID={quoteattr(ev.user_name or "unknown")} UserIsRequestor="true"'
+        + (f' NetworkAccessPointID={quoteattr(ev.network_address)} NetworkAccessPointTypeCode="2"'
+           if ev.network_address else "") + "/>",
+        f"<AuditSourceIdentification AuditSourceID={quoteattr(source_id)}/>",
+    ]
+    if ev.patient_id:
+        parts.append(
+            f'<ParticipantObjectIdentification ParticipantObjectID={quoteattr(ev.patient_id)} '
+            'ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1">'
+            '<ParticipantObjectIDTypeCode csd-code="2" codeSystemName="RFC-3881" originalText="Patient Number"/>'
+            "</ParticipantObjectIdentification>")
+    if ev.object_id:
+        parts.append(
+            f'<ParticipantObjectIdentification ParticipantObjectID={quoteattr(ev.object_id)} '
+            'ParticipantObjectTypeCode="2" ParticipantObjectTypeCodeRole="3">'
+            f'<ParticipantObjectIDTypeCode csd-code="110180" codeSystemName="DCM" '
+            f'originalText={quoteattr(ev.object_type or "object")}/></ParticipantObjectIdentification>')
+    parts.append("</AuditMessage>")
+    return "".join(parts)
+
+
+def to_fhir(ev: StoredEvent, source_id: str = "imagebank") -> dict[str, Any]:
+    """FHIR R4 AuditEvent (the IHE BALP shape, reduced to what Imagebank records)."""
+    resource: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": str(ev.seq),
+        "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": ev.event_id,
+                 "display": EVENT_NAMES.get(ev.event_id, ev.event_id)},
+        "action": ev.event_action,
+        "recorded": ev.at.isoformat(),
+        "outcome": str(ev.outcome),
+        "agent": [{"who": {"display": ev.user_name or "unknown"}, "requestor": True,
+                   **({"network": {"address": ev.network_address, "type": "2"}} if ev.network_address else {})}],
+        "source": {"observer": {"display": source_id}},
+    }
+    entities = []
+    if ev.patient_id:
+        entities.append({"what": {"identifier": {"value": ev.patient_id}},
+                         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"}})
+    if ev.object_id:
+        entities.append({"what": {"identifier": {"value": ev.object_id}}, "name": ev.object_type,
+                         "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"}})
+    if entities:
+        resource["entity"] = entities
+    return resource

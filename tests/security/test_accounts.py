@@ -1,0 +1,83 @@
+"""Passwords, lockout under brute force, sessions and API tokens (on SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from imagebank.security.accounts import AccountError, LockedOut
+from imagebank.security.roles import Permission, Role
+from imagebank.security.secrets import new_token
+from imagebank.storage.schema import api_tokens, users
+
+PASSWORD = "correct horse battery"
+
+
+def test_password_is_stored_as_argon2id_and_verified(secured: Any) -> None:
+    _, accounts, _ = secured
+    accounts.create_user("alice", [Role.RADIOLOGIST], PASSWORD)
+    with accounts.engine.connect() as conn:
+        stored = conn.execute(users.select()).one().password_hash
+    assert stored.startswith("$argon2id$") and PASSWORD not in stored
+    assert accounts.authenticate_password("alice", PASSWORD).roles == {Role.RADIOLOGIST}
+    with pytest.raises(AccountError):
+        accounts.authenticate_password("alice", "wrong password!!")
+    with pytest.raises(AccountError):
+        accounts.authenticate_password("nobody", PASSWORD)
+
+
+def test_short_passwords_and_role_less_users_are_refused(secured: Any) -> None:
+    _, accounts, _ = secured
+    with pytest.raises(AccountError, match="12 characters"):
+        accounts.create_user("bob", [Role.CLINICIAN], "short")
+    with pytest.raises(AccountError, match="role"):
+        accounts.create_user("bob", [], PASSWORD)
+
+
+def test_brute_force_of_a_password_hits_the_lockout(secured: Any) -> None:
+    _, accounts, _ = secured
+    accounts.create_user("alice", [Role.CLINICIAN], PASSWORD)
+    for attempt in range(accounts.lockout.max_failures):
+        with pytest.raises(AccountError):
+            accounts.authenticate_password("alice", f"guess number {attempt}")
+    with pytest.raises(LockedOut):
+        accounts.authenticate_password("alice", PASSWORD)  # even the right password, while locked
+
+
+def test_sessions_expire_and_can_be_revoked(secured: Any) -> None:
+    _, accounts, _ = secured
+    user = accounts.create_user("alice", [Role.CLINICIAN], PASSWORD)
+    token = accounts.create_session(user, "127.0.0.1")
+    assert accounts.principal_for_session(token).name == "alice"
+    accounts.revoke_session(token)
+    assert accounts.principal_for_session(token) is None
+    accounts.SESSION_LIFETIME = dt.timedelta(seconds=-1)
+    assert accounts.principal_for_session(accounts.create_session(user)) is None
+
+
+def test_disabling_a_user_ends_sessions_and_tokens(secured: Any) -> None:
+    _, accounts, _ = secured
+    user = accounts.create_user("alice", [Role.CLINICIAN], PASSWORD)
+    session = accounts.create_session(user)
+    token = accounts.create_token("alice", "script")
+    accounts.set_disabled("alice", True)
+    assert accounts.principal_for_session(session) is None
+    assert accounts.principal_for_token(token) is None
+
+
+def test_api_tokens_are_random_hashed_scoped_expiring_and_revocable(secured: Any) -> None:
+    _, accounts, _ = secured
+    accounts.create_user("pacs", [Role.SERVICE], None)
+    token = accounts.create_token("pacs", "store-only", scopes=[Permission.ARCHIVE_WRITE])
+    assert len(token.split("_", 1)[1]) >= 43  # 256 bits, url-safe base64
+    with accounts.engine.connect() as conn:
+        assert token not in str(conn.execute(api_tokens.select()).one())
+    principal = accounts.principal_for_token(token)
+    assert principal.permissions() == {Permission.ARCHIVE_WRITE}
+    assert accounts.revoke_token("store-only", "pacs") == 1
+    assert accounts.principal_for_token(token) is None
+    expired = accounts.create_token("pacs", "old", lifetime=dt.timedelta(seconds=-1))
+    assert accounts.principal_for_token(expired) is None
+    assert accounts.principal_for_token(new_token("ibt")) is None
