@@ -81,7 +81,8 @@ def _init_worker(settings: Settings) -> None:
 
 
 def _stage_items(items: list[SourceItem]) -> list[tuple[SourceItem, StagedInstance | tuple[str, str]]]:
-    assert _worker_stager is not None
+    if _worker_stager is None:
+        raise RuntimeError("bulk-ingest worker used before its initializer ran")
     return [(item, _stage_one(_worker_stager, item)) for item in items]
 
 

@@ -20,14 +20,13 @@ def validate_file_meta(ds: Dataset) -> None:
     """PS3.10 7.1: the File Meta Information must name the transfer syntax and match the data set."""
     meta = getattr(ds, "file_meta", None)
     ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
-    if not ts:
+    if meta is None or not ts:
         raise RejectedInstance(
             "file-meta", "File Meta Information lacks TransferSyntaxUID (0002,0010) (PS3.10 7.1)",
             "TransferSyntaxUID",
         )
     if problem := uid_problem(ts):
         raise RejectedInstance("invalid-uid", f"TransferSyntaxUID (0002,0010) {problem}", "TransferSyntaxUID")
-    assert meta is not None
     for meta_kw, ds_kw in (("MediaStorageSOPClassUID", "SOPClassUID"),
                            ("MediaStorageSOPInstanceUID", "SOPInstanceUID")):
         meta_value = str(meta.get(meta_kw, ""))

@@ -202,7 +202,8 @@ class SyntheticPatient:
 
 def _rng(seed: int, *parts: object) -> random.Random:
     digest = hashlib.sha256("/".join(map(str, (seed, *parts))).encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+    # Deterministic, seeded randomness for synthetic data (never for secrets): B311 does not apply.
+    return random.Random(int.from_bytes(digest[:8], "big"))  # nosec B311
 
 
 def _pick_profiles(rng: random.Random, sex: str, age: int) -> list[str]:
