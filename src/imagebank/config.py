@@ -85,6 +85,15 @@ class SecuritySettings(_Section):
     behind_tls_proxy: bool = False
     #: Origins allowed by CORS (e.g. a viewer served elsewhere); empty = same origin only.
     cors_origins: list[str] = Field(default_factory=list)
+    #: OpenID Connect single sign-on (empty issuer = off). The issuer must serve
+    #: ``/.well-known/openid-configuration``; register ``<base URL>/login/oidc/callback`` with it.
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: str = ""
+    oidc_scopes: str = "openid email profile"
+    #: Roles given to a person signing in through OIDC for the first time; empty = no account is
+    #: created and an administrator must create it (default deny).
+    oidc_default_roles: list[str] = Field(default_factory=list)
 
 
 class Settings(_Section):

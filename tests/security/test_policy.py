@@ -39,3 +39,18 @@ def test_token_scopes_narrow_but_never_widen() -> None:
     assert not decide(narrowed, Permission.ARCHIVE_WRITE).allowed
     widened = _as(Role.CLINICIAN, scopes=frozenset({Permission.USERS_MANAGE}))
     assert not decide(widened, Permission.USERS_MANAGE).allowed
+
+
+def test_unknown_dicom_callers_are_refused_and_peers_get_what_they_are_granted() -> None:
+    from imagebank.security.policy import DicomPeer, decide_dimse, peer_principal
+
+    peers = [DicomPeer("CT01", "10.0.0.5", frozenset({Permission.ARCHIVE_WRITE})), DicomPeer("PACS")]
+    assert peer_principal("EVIL", "10.0.0.9", peers) is None
+    assert not decide_dimse(None, "C-ECHO").allowed
+    assert peer_principal("CT01", "10.0.0.6", peers) is None  # right title, wrong address
+    scanner = peer_principal("CT01  ", "10.0.0.5", peers)
+    assert decide_dimse(scanner, "C-ECHO").allowed and decide_dimse(scanner, "C-STORE").allowed
+    assert not decide_dimse(scanner, "C-FIND").allowed and not decide_dimse(scanner, "C-MOVE").allowed
+    pacs = peer_principal("PACS", "192.0.2.1", peers)
+    assert all(decide_dimse(pacs, s).allowed for s in ("C-STORE", "C-FIND", "C-MOVE", "C-GET"))
+    assert not decide_dimse(pacs, "N-DELETE").allowed

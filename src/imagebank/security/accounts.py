@@ -124,6 +124,35 @@ class Accounts:
                 conn.execute(update(sessions).where(sessions.c.user_id == uid, sessions.c.revoked_at.is_(None))
                              .values(revoked_at=_now()))
 
+    def user_for_oidc(self, issuer: str, subject: str, *, preferred_username: str | None,
+                      display_name: str | None, default_roles: Iterable[Role | str]) -> User:
+        """The account bound to ``(issuer, subject)``; created with ``default_roles`` on first sign-in.
+
+        An OIDC identity is never bound to an existing local account by a matching name or e-mail
+        (that would let whoever controls the provider take over local accounts).
+        """
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.oidc_issuer == issuer, users.c.oidc_subject == subject)).first()
+        if row is not None:
+            if row.disabled:
+                raise AccountError("this account is disabled")
+            return _user(row)
+        roles = [Role(r) for r in default_roles]
+        if not roles:
+            raise AccountError("no Imagebank account for this identity: ask an administrator to create one")
+        base = (preferred_username or subject).strip() or subject
+        username = base
+        with self.engine.connect() as conn:
+            n = 1
+            while conn.execute(select(users.c.id).where(users.c.username == username)).first():
+                n += 1
+                username = f"{base}-{n}"
+        with self.engine.begin() as conn:
+            conn.execute(insert(users).values(
+                username=username, display_name=display_name, roles=",".join(sorted(roles)), password_hash=None,
+                oidc_issuer=issuer, oidc_subject=subject, created_at=_now()))
+        return self.get_user(username)
+
     # -------------------------------------------------------------- lockout
 
     def check_lockout(self, subject: str) -> None:

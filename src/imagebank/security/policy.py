@@ -60,3 +60,51 @@ def decide(principal: Principal, permission: Permission, *, patient: str | None 
     if permission is Permission.PHR_OWN and patient is not None and patient not in principal.own_patients:
         return Decision(False, "patients may only reach their own records")
     return Decision(True, f"granted by role: {permission.value}")
+
+
+# ------------------------------------------------------------------ DICOM associations
+
+@dataclass(frozen=True)
+class DicomPeer:
+    """A known DICOM application entity: who it is (AE title, optionally from which address) and what
+    it may do (a token-like set of permissions; C-ECHO needs only to be known)."""
+
+    ae_title: str
+    host: str | None = None  # None: any address
+    permissions: frozenset[Permission] = frozenset({Permission.ARCHIVE_READ, Permission.ARCHIVE_WRITE})
+
+
+#: DIMSE service -> permission it needs (PS3.4 Annex A Verification, B Storage, C Query/Retrieve).
+DIMSE_PERMISSIONS: dict[str, Permission] = {
+    "C-ECHO": Permission.AUTHENTICATED,
+    "C-STORE": Permission.ARCHIVE_WRITE,
+    "C-FIND": Permission.ARCHIVE_READ,
+    "C-MOVE": Permission.ARCHIVE_READ,
+    "C-GET": Permission.ARCHIVE_READ,
+}
+
+
+def peer_principal(calling_ae: str, address: str, peers: list[DicomPeer]) -> Principal | None:
+    """The principal of an association request, or ``None``: unknown callers are refused by default.
+
+    AE titles compare without the space padding DICOM allows (PS3.5 6.2, AE value representation).
+    """
+    title = calling_ae.strip()
+    for peer in peers:
+        if peer.ae_title.strip() == title and (peer.host is None or peer.host == address):
+            return Principal(kind="dicom-peer", name=title, roles=frozenset({Role.SERVICE}),
+                             scopes=peer.permissions | {Permission.AUTHENTICATED}, address=address)
+    return None
+
+
+def decide_dimse(principal: Principal | None, service: str) -> Decision:
+    if principal is None:
+        return Decision(False, "unknown calling AE title or address")
+    permission = DIMSE_PERMISSIONS.get(service)
+    if permission is None:
+        return Decision(False, f"{service} is not offered")
+    if permission is Permission.AUTHENTICATED:
+        return Decision(True, "known peer")
+    if permission not in principal.scopes:
+        return Decision(False, f"{service} needs {permission.value}, not granted to this peer")
+    return Decision(True, f"peer granted {permission.value}")

@@ -72,7 +72,8 @@ def create_app(settings: Settings, archive: Archive, accounts: Accounts, audit: 
 
     @app.get("/login", response_class=HTMLResponse, include_in_schema=False, dependencies=[public])
     def login_page(request: Request, error: str | None = None) -> Any:
-        return TEMPLATES.TemplateResponse(request, "login.html", {"error": error, "version": __version__})
+        return TEMPLATES.TemplateResponse(request, "login.html", {
+            "error": error, "version": __version__, "sso": bool(settings.security.oidc_issuer)})
 
     def _sign_in(request: Request, username: str, password: str) -> tuple[str, Principal]:
         address = client_address(request) or "unknown"
@@ -176,6 +177,11 @@ def create_app(settings: Settings, archive: Archive, accounts: Accounts, audit: 
         if request.url.path.startswith("/api/"):
             response.headers["Cache-Control"] = "no-store"
         return response
+
+    if settings.security.oidc_issuer:
+        from imagebank.web.oidc import install_oidc
+
+        install_oidc(app, settings, accounts, audit, _with_cookie)
 
     if settings.security.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.security.cors_origins, allow_credentials=True,
