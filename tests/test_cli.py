@@ -43,6 +43,8 @@ def test_demo_then_stats_then_check(tmp_path: Path) -> None:
     assert "patients: 2" in human
     assert "consistent" in run("check", data=data).stdout
     assert (data / "index.sqlite3").is_file() and (data / "blobs").is_dir()
+    imports = run("audit", "query", data=data).stdout
+    assert "Import" in imports and "synthetic hospital seed 3" in imports
 
 
 def test_data_folder_from_environment(tmp_path: Path) -> None:

@@ -90,14 +90,32 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     app = create_app(settings, archive, accounts, audit)
     scheme = "https" if sec.tls_certfile else "http"
     click.echo(f"Imagebank {__version__} serving {settings.data_dir}")
+    audit.record(_configuration_event(settings))
     if accounts.count_users() == 0:
         password = secrets.token_urlsafe(12)
         accounts.create_user("admin", [Role.ADMIN, Role.RADIOLOGIST], password, display_name="Administrator")
         click.echo("  first start: created user 'admin' with password  " + password)
         click.echo("  (shown once; change it with: imagebank users passwd admin)")
     click.echo(f"  open {scheme}://{host}:{port}/")
-    uvicorn.run(app, host=host, port=port, log_level="warning",
-                ssl_certfile=sec.tls_certfile or None, ssl_keyfile=sec.tls_keyfile or None)
+    listener = None
+    if settings.dicom.enabled:
+        from imagebank.dimse.scp import DicomListener
+
+        listener = DicomListener(settings.dicom, archive, audit)
+        try:
+            listener.start()
+        except OSError as exc:
+            raise ImagebankError(f"cannot listen for DICOM on {settings.dicom.host}:{settings.dicom.port}: "
+                                 f"{exc.strerror or exc} (set dicom.port, or dicom.enabled = false)") from None
+        tls_note = " (TLS)" if settings.dicom.tls_certfile else ""
+        click.echo(f"  DICOM listener {settings.dicom.ae_title} on {settings.dicom.host}:{listener.port}{tls_note}; "
+                   f"{len(settings.dicom.peers)} known peer(s)")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning",
+                    ssl_certfile=sec.tls_certfile or None, ssl_keyfile=sec.tls_keyfile or None)
+    finally:
+        if listener is not None:
+            listener.stop()
 
 
 @main.command()
@@ -132,6 +150,7 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], workers: int | None, poli
         summary = bulk_ingest(archive, settings, iter_source(path), job_key=job_key_for(path),
                               resume=not restart, workers=workers, total=total, progress=not no_progress)
         click.echo(summary.render())
+        _audit_import(ctx, archive, summary, source=str(path))
         failed = failed or summary.counts["rejected"] > 0
     sys.exit(1 if failed else 0)
 
@@ -166,11 +185,25 @@ def demo(ctx: click.Context, patients: int, seed: int, metadata_only: bool, out:
     summary = bulk_ingest(archive, settings, iter_items(spec), job_key=f"demo:{spec.container}",
                           workers=workers, total=total, progress=not no_progress, origin="demo")
     click.echo(summary.render())
+    _audit_import(ctx, archive, summary, source=f"synthetic hospital seed {seed}")
     stats = archive.index.stats()
     click.echo(f"archive now holds {stats['patients']} patients, {stats['studies']} studies, "
                f"{stats['instances']} instances")
     data_arg = "" if settings.data_dir == Path("imagebank-data").absolute() else f" --data {settings.data_dir}"
     click.echo(f"look at it:  imagebank{data_arg} serve   then open http://{settings.server.host}:{settings.server.port}/")
+
+
+def _audit_import(ctx: click.Context, archive: Any, summary: Any, source: str) -> None:
+    """One DICOM "Import" audit event (DCM 110107) per bulk run, by the operating-system user."""
+    import getpass
+
+    from imagebank.context import open_security
+    from imagebank.security.audit import AuditEvent
+
+    _, trail = open_security(_settings(ctx), archive.index.engine)
+    trail.record(AuditEvent("110107", "C", 0 if not summary.counts["rejected"] else 4,
+                            user_name=f"os:{getpass.getuser()}", object_type="import", object_id=source[:256],
+                            detail={k: int(v) for k, v in summary.counts.items()}))
 
 
 @main.command()
@@ -211,6 +244,22 @@ def check(ctx: click.Context, repair: bool, grace: float) -> None:
     report = check_archive(open_archive(_settings(ctx)), repair=repair, grace_seconds=grace)
     click.echo(report.render())
     sys.exit(0 if report.ok or repair else 1)
+
+
+def _configuration_event(settings: Settings) -> Any:
+    """Application start (DCM 110100) with a digest of the effective configuration, so any change of
+    policy (peers, roles of SSO users, TLS, CORS...) between two starts is visible in the audit trail.
+    Secrets are digested, never written out."""
+    import hashlib
+
+    from imagebank.security.audit import AuditEvent
+
+    effective = settings.model_dump(mode="json")
+    digest = hashlib.sha256(json.dumps(effective, sort_keys=True).encode()).hexdigest()
+    peers = [p["ae_title"] for p in effective["dicom"]["peers"]]
+    return AuditEvent("110100", "E", 0, user_name="system", object_type="configuration", object_id=digest,
+                      detail={"action": "start", "version": __version__, "dicom_peers": peers,
+                              "oidc": bool(settings.security.oidc_issuer), "tls": bool(settings.security.tls_certfile)})
 
 
 def _security(ctx: click.Context) -> tuple[Any, Any]:

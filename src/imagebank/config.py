@@ -12,6 +12,7 @@ No other module reads the environment.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -96,6 +97,32 @@ class SecuritySettings(_Section):
     oidc_default_roles: list[str] = Field(default_factory=list)
 
 
+class DicomPeerSettings(_Section):
+    ae_title: str = Field(min_length=1, max_length=16)
+    #: Address the peer calls from (and is called at, for C-MOVE destinations); empty = any address.
+    host: str = ""
+    port: int = Field(default=104, ge=1, le=65535)
+    #: What the peer may do: archive:read (C-FIND/MOVE/GET), archive:write (C-STORE).
+    permissions: list[str] = Field(default_factory=lambda: ["archive:read", "archive:write"])
+
+
+class DicomSettings(_Section):
+    #: Start the DICOM listener with ``imagebank serve``.
+    enabled: bool = True
+    ae_title: str = Field(default="IMAGEBANK", min_length=1, max_length=16)
+    host: str = "127.0.0.1"
+    port: int = Field(default=11112, ge=1, le=65535)
+    #: Unknown calling AE titles are refused unless this is set (then they may echo and store only).
+    allow_unknown_peers: bool = False
+    peers: list[DicomPeerSettings] = Field(default_factory=list)
+    max_associations: int = Field(default=32, ge=1)
+    #: DICOM TLS (PS3.15 B.1 secure transport): PEM certificate and key; a CA file makes peers
+    #: present a certificate it signed (mutual TLS).
+    tls_certfile: str = ""
+    tls_keyfile: str = ""
+    tls_ca_file: str = ""
+
+
 class Settings(_Section):
     data_dir: Path
     database: DatabaseSettings = DatabaseSettings()
@@ -103,6 +130,7 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     server: ServerSettings = ServerSettings()
     security: SecuritySettings = SecuritySettings()
+    dicom: DicomSettings = DicomSettings()
 
     @property
     def audit_key_path(self) -> Path:
@@ -122,13 +150,20 @@ class Settings(_Section):
         return self.database_url.startswith("sqlite")
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    overrides: dict[str, dict[str, str]] = {}
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """``IMAGEBANK_SECTION__KEY=value``; lists and tables (e.g. ``dicom.peers``) are written as JSON."""
+    overrides: dict[str, dict[str, Any]] = {}
     for name, value in environ.items():
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
         section, _, key = name[len(ENV_PREFIX):].lower().partition("__")
-        overrides.setdefault(section, {})[key] = value
+        parsed: Any = value
+        if value.lstrip().startswith(("[", "{")):
+            try:
+                parsed = json.loads(value)
+            except json.JSONDecodeError:
+                raise ConfigError(f"{name}: not valid JSON") from None
+        overrides.setdefault(section, {})[key] = parsed
     return overrides
 
 

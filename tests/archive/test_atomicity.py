@@ -53,7 +53,7 @@ def _count(url: str) -> int:
 @pytest.mark.slow
 def test_kill_9_mid_ingest_then_resume(settings: Settings, database_url: str, tmp_path: Path) -> None:
     source = tmp_path / "incoming"
-    total = write_folder(HospitalSpec(seed=11, patients=10, metadata_only=True, max_instances_per_series=16), source)
+    total = write_folder(HospitalSpec(seed=11, patients=20, metadata_only=True, max_instances_per_series=16), source)
     env = {**os.environ, "IMAGEBANK_DATABASE__URL": database_url}
     cmd = [sys.executable, "-m", "imagebank.cli", "--data", str(settings.data_dir), "ingest", str(source),
            "--workers", "2", "--no-progress"]

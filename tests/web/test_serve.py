@@ -30,6 +30,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert added.returncode == 0, added.stderr
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
+    env["IMAGEBANK_DICOM__PORT"] = str(free_port())  # parallel servers must not share the DICOM port
     proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(data), "serve", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -112,6 +113,7 @@ def test_home_page_in_a_real_browser(served: str, tmp_path: Path) -> None:
 def test_first_start_creates_an_admin_whose_printed_password_works(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
+    env["IMAGEBANK_DICOM__PORT"] = str(free_port())  # parallel servers must not share the DICOM port
     proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(tmp_path / "d"), "serve",
                              "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -128,6 +130,12 @@ def test_first_start_creates_an_admin_whose_printed_password_works(tmp_path: Pat
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
         assert response.status_code == 200 and "admin" in response.json()["roles"]
+        started = [e for e in _audit(tmp_path / "d") if "configuration" in e]
+        assert started, "the server start and its configuration digest are audited"
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _audit(data: Path) -> list[str]:
+    return run("audit", "query", data=data).stdout.splitlines()

@@ -44,6 +44,7 @@ def test_serve_over_tls_with_hsts(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
+    env["IMAGEBANK_DICOM__PORT"] = str(free_port())  # parallel servers must not share the DICOM port
     env.update(IMAGEBANK_SECURITY__TLS_CERTFILE=str(cert), IMAGEBANK_SECURITY__TLS_KEYFILE=str(key))
     proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(tmp_path / "d"), "serve", "--port",
                              str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

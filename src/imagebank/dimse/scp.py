@@ -1,0 +1,143 @@
+"""The DICOM listener (association acceptor).
+
+Every association request is checked against the configured peers before any presentation context
+is negotiated; every DIMSE operation is decided again by :func:`imagebank.security.policy.decide_dimse`
+and audited. Received instances go through the same ingest pipeline as every other entry point,
+byte for byte as encoded on the wire (the File Meta is added, the data set is not re-encoded).
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from typing import Any
+
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from imagebank.archive import Archive, Outcome
+from imagebank.config import DicomSettings
+from imagebank.dimse.status import REFUSED_NOT_AUTHORIZED, SUCCESS, store_status
+from imagebank.security.audit import AuditEvent, AuditTrail
+from imagebank.security.policy import DicomPeer, Principal, decide_dimse, peer_principal
+from imagebank.security.roles import Permission, Role
+
+log = logging.getLogger(__name__)
+
+# Transfer syntaxes accepted for storage: uncompressed, deflate and the common compressed ones,
+# stored as received (PS3.5 Annex A; PS3.4 B.4.1 storage level 2 keeps the encoding).
+TRANSFER_SYNTAXES = [
+    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.5",
+]
+
+# A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected-permanent, by the service user, calling AE title not recognized.
+REJECT_CALLING_AE = (0x01, 0x01, 0x03)
+
+
+def peers_from_settings(settings: DicomSettings) -> list[DicomPeer]:
+    return [DicomPeer(p.ae_title, p.host or None, frozenset(Permission(x) for x in p.permissions))
+            for p in settings.peers]
+
+
+def _tls_context(settings: DicomSettings) -> ssl.SSLContext | None:
+    if not settings.tls_certfile:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # PS3.15 B.9 BCP 195 profile
+    context.load_cert_chain(settings.tls_certfile, settings.tls_keyfile or None)
+    if settings.tls_ca_file:
+        context.load_verify_locations(settings.tls_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class DicomListener:
+    def __init__(self, settings: DicomSettings, archive: Archive, audit: AuditTrail) -> None:
+        self.settings, self.archive, self.audit = settings, archive, audit
+        self.peers = peers_from_settings(settings)
+        self._server: Any = None
+        ae = AE(ae_title=settings.ae_title)
+        ae.maximum_associations = settings.max_associations
+        ae.require_called_aet = False  # many modalities send a generic called AE title
+        ae.add_supported_context(Verification)
+        for context in AllStoragePresentationContexts:
+            ae.add_supported_context(str(context.abstract_syntax), TRANSFER_SYNTAXES)
+        self.ae = ae
+
+    # ----------------------------------------------------------------- handlers
+
+    def _principal(self, event: Any) -> Principal | None:
+        assoc = event.assoc
+        cached = getattr(assoc, "imagebank_principal", None)
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        title = str(assoc.requestor.ae_title).strip()
+        principal = peer_principal(title, assoc.requestor.address, self.peers)
+        if principal is None and self.settings.allow_unknown_peers:
+            principal = Principal(kind="dicom-peer", name=title, roles=frozenset({Role.SERVICE}),
+                                  scopes=frozenset({Permission.AUTHENTICATED, Permission.ARCHIVE_WRITE}),
+                                  address=assoc.requestor.address)
+        assoc.imagebank_principal = principal
+        return principal
+
+    def _on_requested(self, event: Any) -> None:
+        requestor = event.assoc.requestor
+        calling = str(requestor.primitive.calling_ae_title if requestor.primitive else requestor.ae_title).strip()
+        principal = peer_principal(calling, requestor.address, self.peers)
+        if principal is None and not self.settings.allow_unknown_peers:
+            log.warning("refused association from unknown AE %r at %s", calling, requestor.address)
+            self.audit.record(AuditEvent("110113", "E", 4, user_name=f"ae:{calling}", network_address=requestor.address,
+                                         detail={"reason": "unknown calling AE title or address"}))
+            # As pynetdicom's own acceptor does for a refused calling AE title: send A-ASSOCIATE-RJ, mark
+            # the association rejected (so no negotiation follows) and end it.
+            event.assoc.acse.send_reject(*REJECT_CALLING_AE)
+            event.assoc.is_rejected = True
+            event.assoc.kill()
+
+    def _on_echo(self, event: Any) -> int:
+        decision = decide_dimse(self._principal(event), "C-ECHO")
+        return SUCCESS if decision.allowed else REFUSED_NOT_AUTHORIZED
+
+    def _on_store(self, event: Any) -> int:
+        principal = self._principal(event)
+        decision = decide_dimse(principal, "C-STORE")
+        address = event.assoc.requestor.address
+        name = f"ae:{principal.name}" if principal else "ae:unknown"
+        if not decision.allowed:
+            self.audit.record(AuditEvent("110104", "C", 4, user_name=name, network_address=address,
+                                         detail={"reason": decision.reason}))
+            return REFUSED_NOT_AUTHORIZED
+        try:
+            data = event.encoded_dataset()
+        except Exception:  # noqa: BLE001 - a malformed request must not kill the association thread
+            log.exception("cannot read the C-STORE data set")
+            return 0xC000
+        result = self.archive.ingest(data, origin="dimse")
+        if result.outcome in (Outcome.STORED, Outcome.REPLACED):
+            self.audit.record(AuditEvent("110104", "C", 0, user_name=name, network_address=address,
+                                         object_type="instance", object_id=result.sop_instance_uid,
+                                         detail={"study": result.study_instance_uid}))
+        elif result.outcome is Outcome.REJECTED:
+            log.info("C-STORE from %s rejected: %s", name, result.reason)
+        return store_status(result)
+
+    # ------------------------------------------------------------------ server
+
+    def start(self) -> None:
+        handlers: list[Any] = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_ECHO, self._on_echo),
+                    (evt.EVT_C_STORE, self._on_store)]
+        self._server = self.ae.start_server(
+            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers,
+            ssl_context=_tls_context(self.settings))
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1]) if self._server else self.settings.port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None

@@ -1,0 +1,142 @@
+"""The DICOM listener over real associations: peer authorization, C-ECHO, C-STORE statuses, TLS."""
+
+from __future__ import annotations
+
+import io
+import ssl
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification  # type: ignore[attr-defined]
+
+from imagebank.config import DicomPeerSettings, Settings
+from imagebank.dimse.scp import DicomListener
+from tests.conftest import free_port
+from tests.web.test_transport import _self_signed
+
+PEERS = [
+    DicomPeerSettings(ae_title="CT01", host="127.0.0.1", permissions=["archive:write"]),
+    DicomPeerSettings(ae_title="VIEWER", permissions=["archive:read"]),
+]
+
+
+@pytest.fixture
+def listen(settings: Settings, secured: Any) -> Iterator[Callable[..., DicomListener]]:
+    started: list[DicomListener] = []
+
+    def start(**overrides: Any) -> DicomListener:
+        arch, _, audit = secured
+        dicom = settings.dicom.model_copy(update={"port": free_port(), "peers": PEERS, **overrides})
+        listener = DicomListener(dicom, arch, audit)
+        listener.start()
+        started.append(listener)
+        return listener
+    yield start
+    for listener in started:
+        listener.stop()
+
+
+def _scu(title: str) -> AE:
+    ae = AE(ae_title=title)
+    for context in (Verification, CTImageStorage, MRImageStorage):
+        ae.add_requested_context(context)
+    return ae
+
+
+def _dataset(data: bytes) -> pydicom.Dataset:
+    return pydicom.dcmread(io.BytesIO(data))
+
+
+def test_known_peer_echoes_and_stores(listen: Any, secured: Any, make_instance: Callable[..., bytes]) -> None:
+    listener = listen()
+    arch, _, audit = secured
+    assoc = _scu("CT01").associate("127.0.0.1", listener.port)
+    assert assoc.is_established
+    assert assoc.send_c_echo().Status == 0x0000
+    status = assoc.send_c_store(_dataset(make_instance(1, pixels=True)))
+    assert status.Status == 0x0000
+    assoc.release()
+    assert arch.index.stats()["instances"] == 1
+    stored = [e for e in audit.query() if e.event_id == "110104"]
+    assert stored and stored[0].user_name == "ae:CT01" and stored[0].outcome == 0
+
+
+def test_unknown_calling_ae_is_rejected_and_audited(listen: Any, secured: Any) -> None:
+    listener = listen()
+    assoc = _scu("INTRUDER").associate("127.0.0.1", listener.port)
+    assert assoc.is_rejected
+    alerts = [e for e in secured[2].query() if e.event_id == "110113"]
+    assert alerts and alerts[0].user_name == "ae:INTRUDER"
+
+
+def test_known_title_from_another_address_is_rejected(listen: Any) -> None:
+    listener = listen()
+    assoc = _scu("CT01").associate("127.0.0.1", listener.port, bind_address=("127.0.0.2", 0))
+    assert assoc.is_rejected
+
+
+def test_peer_without_write_permission_cannot_store(listen: Any, secured: Any,
+                                                    make_instance: Callable[..., bytes]) -> None:
+    listener = listen()
+    assoc = _scu("VIEWER").associate("127.0.0.1", listener.port)
+    assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
+    assert assoc.send_c_store(_dataset(make_instance(1))).Status == 0x0124  # Refused: Not Authorized
+    assoc.release()
+    assert secured[0].index.stats()["instances"] == 0
+
+
+def test_store_statuses_follow_the_ingest_outcome(listen: Any, secured: Any,
+                                                  make_instance: Callable[..., bytes]) -> None:
+    listener = listen()
+    assoc = _scu("CT01").associate("127.0.0.1", listener.port)
+    original = _dataset(make_instance(1))
+    assert assoc.send_c_store(original).Status == 0x0000
+    assert assoc.send_c_store(original).Status == 0x0000  # identical re-send: success, nothing duplicated
+    changed = _dataset(make_instance(1, SeriesDescription="changed"))
+    assert assoc.send_c_store(changed).Status == 0x0111  # Duplicate SOP Instance (policy reject)
+    no_patient = _dataset(make_instance(2, PatientID=""))
+    assert assoc.send_c_store(no_patient).Status == 0xC000  # Cannot understand: names no value
+    assoc.release()
+    assert secured[0].index.stats()["instances"] == 1
+
+
+def test_dicom_tls(listen: Any, tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    listener = listen(tls_certfile=str(cert), tls_keyfile=str(key))
+    client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert))
+    assoc = _scu("CT01").associate("127.0.0.1", listener.port, tls_args=(client, "127.0.0.1"))
+    assert assoc.is_established and assoc.send_c_echo().Status == 0x0000
+    assoc.release()
+    plain = _scu("CT01").associate("127.0.0.1", listener.port)
+    assert not plain.is_established
+
+
+def test_serve_starts_the_dicom_listener(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    dicom_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
+    env.update(IMAGEBANK_DICOM__PORT=str(dicom_port), IMAGEBANK_DICOM__PEERS='[{"ae_title": "CT01"}]')
+    proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(tmp_path / "d"), "serve", "--port",
+                             str(free_port())], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assoc = _scu("CT01").associate("127.0.0.1", dicom_port)
+            if assoc.is_established:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.3)
+        assert assoc.send_c_echo().Status == 0x0000
+        assoc.release()
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert f"DICOM listener IMAGEBANK on 127.0.0.1:{dicom_port}; 1 known peer(s)" in out
