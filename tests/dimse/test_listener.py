@@ -140,3 +140,63 @@ def test_serve_starts_the_dicom_listener(tmp_path: Path) -> None:
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert f"DICOM listener IMAGEBANK on 127.0.0.1:{dicom_port}; 1 known peer(s)" in out
+
+
+def _find(assoc: Any, identifier: dict[str, str], model: Any) -> list[tuple[int, Any]]:
+    ds = pydicom.Dataset()
+    for keyword, value in identifier.items():
+        setattr(ds, keyword, value)
+    return [(status.Status, found) for status, found in assoc.send_c_find(ds, model)]
+
+
+def test_c_find_patient_and_study_root(listen: Any, secured: Any, make_instance: Callable[..., bytes]) -> None:
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        PatientRootQueryRetrieveInformationModelFind as PATIENT_ROOT,
+    )
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        StudyRootQueryRetrieveInformationModelFind as STUDY_ROOT,
+    )
+
+    arch, _, audit = secured
+    for n in (1, 2, 3):
+        arch.ingest(make_instance(n))
+    listener = listen(peers=PEERS + [DicomPeerSettings(ae_title="FINDER", permissions=["archive:read"])])
+    scu = AE(ae_title="FINDER")
+    scu.add_requested_context(PATIENT_ROOT)
+    scu.add_requested_context(STUDY_ROOT)
+    assoc = scu.associate("127.0.0.1", listener.port)
+    assert assoc.is_established
+
+    studies = _find(assoc, {"QueryRetrieveLevel": "STUDY", "PatientName": "*", "StudyInstanceUID": "",
+                            "ModalitiesInStudy": "", "NumberOfStudyRelatedInstances": ""}, STUDY_ROOT)
+    assert [s for s, _ in studies] == [0xFF00, 0x0000]
+    match = studies[0][1]
+    assert match.NumberOfStudyRelatedInstances == 3 and match.RetrieveAETitle == "IMAGEBANK"
+    assert match.ModalitiesInStudy in ("CT", "MR")
+
+    patients = _find(assoc, {"QueryRetrieveLevel": "PATIENT", "PatientID": "", "PatientName": "",
+                             "NumberOfPatientRelatedStudies": ""}, PATIENT_ROOT)
+    assert [s for s, _ in patients] == [0xFF00, 0x0000] and patients[0][1].NumberOfPatientRelatedStudies == 1
+
+    images = _find(assoc, {"QueryRetrieveLevel": "IMAGE", "StudyInstanceUID": match.StudyInstanceUID,
+                           "SeriesInstanceUID": "", "SOPInstanceUID": "", "InstanceNumber": ""}, STUDY_ROOT)
+    assert [s for s, _ in images] == [0xFF00] * 3 + [0x0000]
+    assert [i.InstanceNumber for _, i in images[:3]] == [1, 2, 3]
+
+    bad = _find(assoc, {"QueryRetrieveLevel": "STUDY", "Modality": "CT"}, STUDY_ROOT)
+    assert bad[-1][0] == 0xA900  # a SERIES-level key in a STUDY-level query
+    none = _find(assoc, {"QueryRetrieveLevel": "STUDY", "PatientID": "NOBODY"}, STUDY_ROOT)
+    assert [s for s, _ in none] == [0x0000]
+    assoc.release()
+    assert any(e.event_id == "110112" and e.user_name == "ae:FINDER" for e in audit.query())
+
+
+def test_c_find_needs_read_permission(listen: Any) -> None:
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as STUDY_ROOT  # type: ignore[attr-defined]
+
+    listener = listen()
+    scu = AE(ae_title="CT01")  # a scanner: may store, may not query
+    scu.add_requested_context(STUDY_ROOT)
+    assoc = scu.associate("127.0.0.1", listener.port)
+    assert _find(assoc, {"QueryRetrieveLevel": "STUDY", "PatientID": ""}, STUDY_ROOT)[-1][0] == 0x0124
+    assoc.release()

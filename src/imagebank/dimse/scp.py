@@ -12,12 +12,26 @@ import logging
 import ssl
 from typing import Any
 
+from pydicom import Dataset
 from pynetdicom import AE, AllStoragePresentationContexts, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
 
 from imagebank.archive import Archive, Outcome
 from imagebank.config import DicomSettings
-from imagebank.dimse.status import REFUSED_NOT_AUTHORIZED, SUCCESS, store_status
+from imagebank.dimse.status import (
+    FIND_CANCELLED,
+    FIND_IDENTIFIER_INVALID,
+    FIND_PENDING,
+    FIND_UNABLE_TO_PROCESS,
+    REFUSED_NOT_AUTHORIZED,
+    SUCCESS,
+    store_status,
+)
+from imagebank.query import InvalidQuery, find
 from imagebank.security.audit import AuditEvent, AuditTrail
 from imagebank.security.policy import DicomPeer, Principal, decide_dimse, peer_principal
 from imagebank.security.roles import Permission, Role
@@ -63,6 +77,8 @@ class DicomListener:
         ae.maximum_associations = settings.max_associations
         ae.require_called_aet = False  # many modalities send a generic called AE title
         ae.add_supported_context(Verification)
+        ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
         for context in AllStoragePresentationContexts:
             ae.add_supported_context(str(context.abstract_syntax), TRANSFER_SYNTAXES)
         self.ae = ae
@@ -124,11 +140,55 @@ class DicomListener:
             log.info("C-STORE from %s rejected: %s", name, result.reason)
         return store_status(result)
 
+    def _on_find(self, event: Any) -> Any:
+        """PS3.4 C.4.1: pending responses (0xFF00) with one identifier each, then the final status."""
+        principal = self._principal(event)
+        decision = decide_dimse(principal, "C-FIND")
+        address = event.assoc.requestor.address
+        name = f"ae:{principal.name}" if principal else "ae:unknown"
+        if not decision.allowed:
+            self.audit.record(AuditEvent("110112", "E", 4, user_name=name, network_address=address,
+                                         detail={"reason": decision.reason}))
+            yield REFUSED_NOT_AUTHORIZED, None
+            return
+        root = "PATIENT" if str(event.request.AffectedSOPClassUID) == str(PatientRootQueryRetrieveInformationModelFind) \
+            else "STUDY"
+        try:
+            identifier = event.identifier
+            level = str(identifier.get("QueryRetrieveLevel", "")).strip()
+            keys = {elem.keyword: _match_value(elem) for elem in identifier if elem.keyword}
+            results = find(self.archive.index.engine, level, keys, root=root)
+        except InvalidQuery as exc:
+            log.info("C-FIND from %s refused: invalid identifier", name)  # the reason may quote PHI
+            yield _failure(FIND_IDENTIFIER_INVALID, str(exc)), None
+            return
+        except Exception:  # noqa: BLE001 - report, never drop the association
+            log.exception("C-FIND failed")
+            yield FIND_UNABLE_TO_PROCESS, None
+            return
+        self.audit.record(AuditEvent("110112", "E", 0, user_name=name, network_address=address,
+                                     patient_id=keys.get("PatientID") or None, object_type="query",
+                                     detail={"level": level, "root": root, "matches": len(results)}))
+        for result in results:
+            if event.is_cancelled:
+                yield FIND_CANCELLED, None
+                return
+            yield FIND_PENDING, self._response(level, result)
+
+    def _response(self, level: str, result: dict[str, Any]) -> Dataset:
+        ds = Dataset()
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.QueryRetrieveLevel = level
+        ds.RetrieveAETitle = self.settings.ae_title
+        for keyword, value in result.items():
+            setattr(ds, keyword, "" if value is None else value)
+        return ds
+
     # ------------------------------------------------------------------ server
 
     def start(self) -> None:
         handlers: list[Any] = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_ECHO, self._on_echo),
-                    (evt.EVT_C_STORE, self._on_store)]
+                    (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find)]
         self._server = self.ae.start_server(
             (self.settings.host, self.settings.port), block=False, evt_handlers=handlers,
             ssl_context=_tls_context(self.settings))
@@ -141,3 +201,20 @@ class DicomListener:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+
+def _match_value(elem: Any) -> Any:
+    """The matching value of an identifier element: text for matching, ``""`` for a return key."""
+    if elem.VR == "SQ" or elem.value is None:
+        return ""
+    if isinstance(elem.value, (list, tuple)) or elem.VM > 1:
+        return "\\".join(str(v) for v in elem.value)
+    return str(elem.value)
+
+
+def _failure(status: int, message: str) -> Dataset:
+    """A failure status with its reason in Error Comment (0000,0902; LO, at most 64 characters)."""
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = message[:64]
+    return ds

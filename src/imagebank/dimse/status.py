@@ -8,6 +8,10 @@ DUPLICATE_SOP_INSTANCE = 0x0111  # PS3.7 C.5.x: "Duplicate SOP Instance"
 OUT_OF_RESOURCES = 0xA700  # PS3.4 B.2.3: "Refused: Out of Resources"
 DATASET_DOES_NOT_MATCH = 0xA900  # PS3.4 B.2.3: "Error: Data Set Does Not Match SOP Class"
 CANNOT_UNDERSTAND = 0xC000  # PS3.4 B.2.3: "Error: Cannot Understand"
+FIND_PENDING = 0xFF00  # PS3.4 C.4.1.1.4: "Pending: matches are continuing"
+FIND_CANCELLED = 0xFE00  # "Cancel: matching terminated due to Cancel request"
+FIND_IDENTIFIER_INVALID = 0xA900  # "Failed: Identifier does not match SOP Class"
+FIND_UNABLE_TO_PROCESS = 0xC000  # "Failed: Unable to process"
 
 _REJECTION_STATUS = {
     "duplicate-conflict": DUPLICATE_SOP_INSTANCE,

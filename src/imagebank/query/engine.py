@@ -1,0 +1,125 @@
+"""Run a hierarchical query (PS3.4 C.4.1.3.1) against the index.
+
+One SQL statement per request: the level's table joined to its ancestors, one condition per
+non-empty matching key (:mod:`imagebank.query.matching`), ordered the way a worklist reads.
+Return keys come from index columns; at IMAGE level, keys the index does not carry are read from the
+instance's cached DICOM JSON header. Keys the archive cannot answer are returned empty (C.4.1.1.3.2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from sqlalchemy import Engine, Select, select
+
+from imagebank.errors import ImagebankError
+from imagebank.query.matching import MatchError, condition
+from imagebank.query.model import ATTRIBUTES, UNIQUE_KEYS, Level
+from imagebank.storage.schema import instance_headers, instances, patients, series, studies
+
+#: Keys that steer the query rather than match anything.
+CONTROL_KEYS = {"QueryRetrieveLevel", "SpecificCharacterSet", "TimezoneOffsetFromUTC"}
+
+_ORDER: dict[Level, list[Any]] = {
+    Level.PATIENT: [patients.c.patient_name_search, patients.c.id],
+    Level.STUDY: [studies.c.study_date.desc(), studies.c.study_time.desc(), studies.c.id],
+    Level.SERIES: [series.c.series_number, series.c.id],
+    Level.IMAGE: [instances.c.instance_number, instances.c.id],
+}
+
+
+class InvalidQuery(ImagebankError):
+    """The identifier cannot be answered as asked (unknown level, a key below the level, a bad value)."""
+
+
+def _base(level: Level) -> Select[Any]:
+    joined: Any = patients
+    if level >= Level.STUDY:
+        joined = studies.join(patients, patients.c.id == studies.c.patient_pk)
+    if level >= Level.SERIES:
+        joined = series.join(joined, studies.c.id == series.c.study_pk)
+    if level >= Level.IMAGE:
+        joined = instances.join(joined, series.c.id == instances.c.series_pk)
+    return select().select_from(joined)
+
+
+def _header_value(header: dict[str, Any], keyword: str) -> Any:
+    element = header.get(f"{tag_for_keyword(keyword):08X}")
+    if not element or "Value" not in element:
+        return None
+    values = element["Value"]
+    if element.get("vr") == "PN":
+        values = [v.get("Alphabetic", "") if isinstance(v, dict) else v for v in values]
+    if element.get("vr") == "SQ":
+        return None
+    return values[0] if len(values) == 1 else "\\".join(str(v) for v in values)
+
+
+def find(engine: Engine, level: Level | str, identifier: Mapping[str, Any], *, root: str = "STUDY",
+         limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    """Matches of ``identifier`` (keyword -> value; empty value = return key only) at ``level``.
+
+    ``root`` is the information model: ``PATIENT`` (Patient Root) or ``STUDY`` (Study Root, which has
+    no PATIENT level). Each result maps every requested keyword, plus the unique keys of ``level`` and
+    the levels above it, to its value (``None`` when empty).
+    """
+    try:
+        level = Level[level] if isinstance(level, str) else level
+    except KeyError:
+        raise InvalidQuery(f"QueryRetrieveLevel {level!r} is not PATIENT, STUDY, SERIES or IMAGE") from None
+    if root == "STUDY" and level is Level.PATIENT:
+        raise InvalidQuery("the Study Root information model has no PATIENT level")
+
+    requested = [k for k in identifier if k not in CONTROL_KEYS]
+    for unique in range(level + 1):
+        key = UNIQUE_KEYS[Level(unique)]
+        if key not in requested and not (root == "STUDY" and unique == Level.PATIENT):
+            requested.append(key)
+
+    stmt = _base(level)
+    columns: dict[str, Any] = {}
+    from_header: list[str] = []
+    for keyword in requested:
+        attr = ATTRIBUTES.get(keyword)
+        if attr is None:
+            if tag_for_keyword(keyword) is None:
+                raise InvalidQuery(f"{keyword!r} is not a DICOM attribute keyword")
+            if identifier.get(keyword) not in (None, "", []) and dictionary_VR(keyword) != "SQ":
+                raise InvalidQuery(f"matching on {keyword} is not supported; ask for it as a return key only")
+            if level is Level.IMAGE:
+                from_header.append(keyword)
+            continue
+        if attr.level > level:
+            raise InvalidQuery(f"{keyword} is a {attr.level.name}-level key; it cannot be used in a "
+                               f"{level.name}-level query (PS3.4 C.4.1.2.1)")
+        columns[keyword] = attr.column.label(keyword)
+        try:
+            where = condition(attr, identifier.get(keyword))
+        except MatchError as exc:
+            raise InvalidQuery(str(exc)) from None
+        if where is not None:
+            stmt = stmt.where(where)
+    stmt = stmt.add_columns(*columns.values())
+    if from_header:
+        stmt = stmt.join(instance_headers, instance_headers.c.instance_pk == instances.c.id)
+        stmt = stmt.add_columns(instance_headers.c.dicom_json.label("_header"))
+    stmt = stmt.order_by(*_ORDER[level]).offset(offset)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+
+    results = []
+    with engine.connect() as conn:
+        for row in conn.execute(stmt):
+            mapping = row._mapping
+            result = {k: mapping[k] for k in columns}
+            if from_header:
+                header = json.loads(mapping["_header"])
+                result.update({k: _header_value(header, k) for k in from_header})
+            for keyword in requested:
+                result.setdefault(keyword, None)
+            results.append(result)
+    return results
+
