@@ -105,3 +105,62 @@ def test_parallel_writers_on_one_study_lose_nothing(archive: Archive, make_insta
     assert check_archive(archive).ok
     with archive.index.engine.connect() as conn:
         assert conn.execute(text("select number_of_study_related_instances from studies")).scalar_one() == 40
+
+
+def test_concurrent_replace_and_store_in_one_series_lose_nothing(
+        archive_with_policy: Callable[[str], Archive], make_instance: Callable[..., bytes]) -> None:
+    archive = archive_with_policy("replace")
+    archive.ingest(make_instance(1))
+    versions = [make_instance(1, SeriesDescription=f"v{i}") for i in range(12)]
+    newcomers = [make_instance(n) for n in range(2, 14)]
+    errors: list[BaseException] = []
+
+    def run(payloads: list[bytes]) -> None:
+        try:
+            for data in payloads:
+                assert archive.ingest(data).accepted
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(versions,)), threading.Thread(target=run, args=(newcomers,))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert archive.index.stats()["instances"] == 13
+    assert check_archive(archive).ok
+
+
+def test_concurrent_series_of_different_modalities_all_reach_modalities_in_study(
+        archive: Archive, make_instance: Callable[..., bytes]) -> None:
+    modalities = ["CT", "MR", "PT", "SR", "KO", "SEG"]
+    payloads = [make_instance(n, SeriesInstanceUID=f"1.2.826.0.1.3680043.2.1125.7.{n}", Modality=m)
+                for n, m in enumerate(modalities, start=1)]
+    threads = [threading.Thread(target=archive.ingest, args=(p,)) for p in payloads]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with archive.index.engine.connect() as conn:
+        stored = conn.execute(text("select modalities_in_study from studies")).scalar_one()
+    assert stored.split("\\") == sorted(modalities)
+
+
+def test_over_long_and_nul_values_are_fitted_not_fatal(archive: Archive, make_instance: Callable[..., bytes]) -> None:
+    first = make_instance(1, AccessionNumber="A" * 40, StudyDescription="head\x00scan")
+    second = make_instance(2)
+    results = [archive.ingest(first), archive.ingest(second)]
+    assert all(r.outcome is Outcome.STORED for r in results), [r.message for r in results]
+    with archive.index.engine.connect() as conn:
+        accession, description = conn.execute(text("select accession_number, study_description from studies")).one()
+    assert accession == "A" * 16 and "\x00" not in description
+
+
+def test_a_refused_replacement_is_not_logged_as_replaced(
+        archive_with_policy: Callable[[str], Archive], make_instance: Callable[..., bytes]) -> None:
+    archive = archive_with_policy("replace")
+    archive.ingest(make_instance(1))
+    moved = archive.ingest(make_instance(1, StudyInstanceUID="1.2.826.0.1.3680043.2.1125.55"))
+    assert moved.reason == "hierarchy-mismatch"
+    assert archive.index.stats()["conflicts"] == {}

@@ -25,6 +25,7 @@ def create_index_engine(url: str, *, pool_size: int = 5) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
+            hide_parameters=True,  # errors must not echo patient values into logs
             connect_args={"timeout": 60, "check_same_thread": False},
             # The driver's own transaction handling is switched off; we emit BEGIN IMMEDIATE ourselves.
             isolation_level=None,
@@ -33,7 +34,8 @@ def create_index_engine(url: str, *, pool_size: int = 5) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True)
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True,
+                         hide_parameters=True)
 
 
 def _configure_sqlite(engine: Engine) -> None:

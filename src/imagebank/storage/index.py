@@ -1,10 +1,13 @@
 """The metadata index adapter: every SQL statement that writes or summarises the archive index.
 
-Write path (:meth:`MetadataIndex.commit`): one transaction per batch, one SAVEPOINT per instance, so a
-batch commits all its accepted instances at once (fast, and atomic: after a crash either the whole
-batch is indexed or none of it), while one bad instance never spoils its neighbours. The computed
-attributes (``NumberOfStudyRelated*``, ``ModalitiesInStudy``...) are maintained in the same
-transaction as the instance row, so they are never out of step with it.
+Write path (:meth:`MetadataIndex.commit`): one transaction per batch, so a batch commits all its
+accepted instances at once (fast, and atomic: after a crash either the whole batch is indexed or none
+of it). Every check happens before an instance's rows are written, so a refused instance leaves
+nothing behind without savepoints; a value the database still refuses makes the batch replay one
+instance per transaction, so one bad instance never spoils its neighbours. The computed attributes
+(``NumberOfStudyRelated*``, ``ModalitiesInStudy``...) are maintained in the same transaction as the
+instance rows, under a row lock on the study, so concurrent writers to one study (several
+associations, PostgreSQL) serialise on it and never lose an update or delete each other's rows.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from imagebank.dicom.attributes import IndexRecord
 from imagebank.storage.schema import (
@@ -121,6 +124,14 @@ class MetadataIndex:
                     batch.flush()
                     self._write_journal(conn, journal)
                 return outcomes
+            except DataError:
+                if len(items) <= 1:
+                    return [CommitOutcome(Outcome.REJECTED, "invalid-value",
+                                          "an attribute value cannot be stored in the index")] * len(items)
+                outcomes = [self.commit([item], policy=policy, origin=origin)[0] for item in items]
+                with self.engine.begin() as conn:
+                    self._write_journal(conn, journal)
+                return outcomes
             except (IntegrityError, OperationalError, _Retry):
                 # IntegrityError: lost a race on a unique UID. OperationalError: e.g. a PostgreSQL
                 # deadlock between parallel writers. Both are safe to replay from scratch.
@@ -151,6 +162,8 @@ class MetadataIndex:
             .join(studies, studies.c.id == series.c.study_pk)
             .where(instances.c.id == instance_pk)
         ).one()
+        # Counting what remains is only exact once concurrent writers to this study are done.
+        conn.execute(select(studies.c.id).where(studies.c.id == row.study_pk).with_for_update())
         conn.execute(delete(instance_headers).where(instance_headers.c.instance_pk == instance_pk))
         conn.execute(delete(instances).where(instances.c.id == instance_pk))
         remaining_in_series = conn.execute(
@@ -246,6 +259,22 @@ class MetadataIndex:
             return [dict(r._mapping) for r in rows]
 
 
+def _fit(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """Clip text to its column's size and drop NUL characters, which PostgreSQL refuses in text.
+
+    Index columns are search copies: the full value stays in the stored bytes and the cached header.
+    """
+    fitted = {}
+    for key, value in values.items():
+        if isinstance(value, str):
+            value = value.replace("\x00", "")
+            length = getattr(table.c[key].type, "length", None) if key in table.c else None
+            if length and len(value) > length:
+                value = value[:length]
+        fitted[key] = value
+    return fitted
+
+
 class _BatchWriter:
     """Writes one batch inside one transaction with as few statements as possible.
 
@@ -268,6 +297,13 @@ class _BatchWriter:
         self.patient_delta: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # studies, series, instances
         self.new_series_in: set[int] = set()
         self.sop_classes: dict[int, set[str]] = defaultdict(set)
+        self.locked: set[int] = set()
+
+    def _lock_study(self, pk: int) -> None:
+        """``SELECT .. FOR UPDATE`` on the study (PostgreSQL); SQLite's BEGIN IMMEDIATE already serialises."""
+        if pk not in self.locked:
+            self.conn.execute(select(studies.c.id).where(studies.c.id == pk).with_for_update())
+            self.locked.add(pk)
 
     # -- lookups (cached for the batch) --
 
@@ -303,7 +339,7 @@ class _BatchWriter:
     def _create(self, table: Table, key: dict[str, Any], values: dict[str, Any]) -> int:
         """Insert a hierarchy row; if a concurrent writer just created it, replay the batch."""
         pk = self.conn.execute(
-            self.index._insert_stmt(table).values(**values).on_conflict_do_nothing(index_elements=list(key))
+            self.index._insert_stmt(table).values(**_fit(table, values)).on_conflict_do_nothing(index_elements=list(key))
             .returning(table.c.id)).scalar()
         if pk is None:
             raise _Retry()
@@ -319,11 +355,8 @@ class _BatchWriter:
         if existing is not None:
             if existing[1] == item.sha256:
                 return CommitOutcome(Outcome.DUPLICATE)
-            action = "replaced" if self.policy == "replace" else "rejected-conflict"
-            self.conn.execute(insert(ingest_log).values(
-                at=self.now, sop_instance_uid=sop_uid, action=action, previous_sha256=existing[1],
-                new_sha256=item.sha256, origin=self.origin))
             if self.policy != "replace":
+                self._log(sop_uid, "rejected-conflict", existing[1], item.sha256)
                 return CommitOutcome(
                     Outcome.REJECTED, "duplicate-conflict",
                     "an instance with this SOPInstanceUID is already stored with different content "
@@ -334,6 +367,8 @@ class _BatchWriter:
             self._check_hierarchy(rec, patient_key)
         except _Conflict as exc:
             return CommitOutcome(Outcome.REJECTED, exc.reason, exc.message, exc.attribute)
+        if existing is not None:
+            self._log(sop_uid, "replaced", existing[1], item.sha256)
 
         if existing is not None:  # replace: the new bytes are durable, the old row goes now
             self.flush()
@@ -351,7 +386,9 @@ class _BatchWriter:
                 {**rec.patient, "patient_id": patient_key[0], "created_at": self.now})
         study_uid = rec.study["study_instance_uid"]
         study = self._study(study_uid)
-        if study is None:
+        if study is not None:
+            self._lock_study(study[0])
+        else:
             study = self.studies[study_uid] = (self._create(
                 studies, {"study_instance_uid": 0},
                 {**rec.study, "patient_pk": patient_pk, "created_at": self.now, "updated_at": self.now}), patient_pk)
@@ -365,10 +402,10 @@ class _BatchWriter:
             new_series = True
             self.new_series_in.add(study[0])
 
-        self.pending.append(({
+        self.pending.append((_fit(instances, {
             **rec.instance, "series_pk": found[0], "transfer_syntax_uid": item.transfer_syntax_uid,
             "blob_key": item.blob_key, "size": item.size, "sha256": item.sha256, "stored_at": self.now,
-            "origin": self.origin}, item.header_json))
+            "origin": self.origin}), item.header_json))
         self.known[sop_uid] = (None, item.sha256, item.blob_key)
         self.series_delta[found[0]] += 1
         self.study_delta[study[0]][0] += int(new_series)
@@ -380,6 +417,10 @@ class _BatchWriter:
         self.sop_classes[study[0]].add(rec.instance["sop_class_uid"])
         return CommitOutcome(Outcome.REPLACED if existing is not None else Outcome.STORED,
                              superseded_blob_key=superseded)
+
+    def _log(self, sop_uid: str, action: str, previous: str, new: str) -> None:
+        self.conn.execute(insert(ingest_log).values(at=self.now, sop_instance_uid=sop_uid, action=action,
+                                                    previous_sha256=previous, new_sha256=new, origin=self.origin))
 
     def _check_hierarchy(self, rec: IndexRecord, patient_key: tuple[str, str]) -> None:
         study = self._study(rec.study["study_instance_uid"])
