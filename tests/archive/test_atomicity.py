@@ -164,3 +164,15 @@ def test_a_refused_replacement_is_not_logged_as_replaced(
     moved = archive.ingest(make_instance(1, StudyInstanceUID="1.2.826.0.1.3680043.2.1125.55"))
     assert moved.reason == "hierarchy-mismatch"
     assert archive.index.stats()["conflicts"] == {}
+
+
+def test_one_repair_pass_fixes_counts_at_every_level(archive: Archive, make_instance: Callable[..., bytes]) -> None:
+    for n in (1, 2, 3):
+        archive.ingest(make_instance(n))
+    with archive.index.engine.begin() as conn:
+        conn.execute(text("update series set number_of_series_related_instances = 7"))
+        conn.execute(text("update studies set number_of_study_related_instances = 9"))
+    assert len(check_archive(archive).count_mismatches) == 2
+    check_archive(archive, repair=True)
+    report = check_archive(archive)
+    assert report.ok and report.count_mismatches == []

@@ -85,3 +85,26 @@ def test_missing_source_is_reported(tmp_path: Path) -> None:
 
     with pytest.raises(ImagebankError, match="no such file"):
         iter_source(tmp_path / "nope")
+
+
+def test_conflicts_refused_under_reject_are_retried_when_the_policy_changes(
+        make_settings, database_url: str, corpus: tuple[Path, int], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from imagebank.context import open_archive
+
+    root, n = corpus
+    first = next(iter(sorted(root.rglob("*.dcm"))))
+    original = first.read_bytes()
+    strict = make_settings(database__url=database_url)
+    archive = open_archive(strict)
+    _run(archive, strict, root, 1)
+    import pydicom
+
+    ds = pydicom.dcmread(first)
+    ds.SeriesDescription = "corrected"
+    ds.save_as(first)
+    assert first.read_bytes() != original
+    refused = _run(archive, strict, root, 1)
+    assert refused.counts["rejected"] == 1 and "already stored with different content" in refused.render()
+    lenient = make_settings(database__url=database_url, ingest__duplicate_policy="replace")
+    replaced = _run(open_archive(lenient), lenient, root, 1)
+    assert replaced.counts["replaced"] == 1

@@ -90,11 +90,11 @@ def _stage_one(stager: Stager, item: SourceItem) -> StagedInstance | tuple[str, 
     try:
         return stager.stage(item.load())
     except RejectedInstance as exc:
-        return ("rejected", exc.message)
+        return ("rejected", exc.message)  # about the file itself: a rerun would refuse it again
     except StorageError as exc:
-        return ("rejected", f"storage failure: {exc}")
+        return ("failed", f"storage failure: {exc}")  # transient: a rerun retries it
     except OSError as exc:
-        return ("rejected", f"cannot read the file ({exc.strerror or type(exc).__name__})")
+        return ("failed", f"cannot read the file ({exc.strerror or type(exc).__name__})")
 
 
 # ------------------------------------------------------------------ parent side
@@ -117,30 +117,34 @@ class _Committer:
         self.archive, self.job_key, self.origin = archive, job_key, origin
         self.summary, self.progress = summary, progress
         self.staged: list[tuple[SourceItem, StagedInstance]] = []
-        self.failed: list[tuple[SourceItem, str]] = []
+        self.failed: list[tuple[SourceItem, str, bool]] = []  # (item, message, permanent)
         self.last = time.monotonic()
 
     def add(self, item: SourceItem, result: StagedInstance | tuple[str, str]) -> None:
         if isinstance(result, StagedInstance):
             self.staged.append((item, result))
         else:
-            self.failed.append((item, result[1]))
+            self.failed.append((item, result[1], result[0] == "rejected"))
         if len(self.staged) + len(self.failed) >= BATCH or time.monotonic() - self.last > BATCH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
         if not self.staged and not self.failed:
             return
+        results = self.archive.commit_staged([s for _, s in self.staged], origin=self.origin)
+        # The journal only remembers what a rerun would do the same way: stored, duplicate, and files
+        # refused for what they contain. Storage or read failures, and index-time refusals (which a
+        # changed duplicate policy may accept), are tried again by the next run.
         journal: list[JournalEntry] = []
         if self.job_key:
-            journal = [JournalEntry(self.job_key, i.key, i.size, i.mtime_ns, "rejected") for i, _ in self.failed]
-        results = self.archive.commit_staged(
-            [s for _, s in self.staged], origin=self.origin,
-            journal=journal + ([JournalEntry(self.job_key, i.key, i.size, i.mtime_ns, "done")
-                                for i, _ in self.staged] if self.job_key else []))
+            journal += [JournalEntry(self.job_key, i.key, i.size, i.mtime_ns, "rejected")
+                        for i, _, permanent in self.failed if permanent]
+            journal += [JournalEntry(self.job_key, i.key, i.size, i.mtime_ns, r.outcome.value)
+                        for (i, _), r in zip(self.staged, results, strict=True) if r.outcome is not Outcome.REJECTED]
+            self.archive.index.record_journal(journal)
         for (item, staged), result in zip(self.staged, results, strict=True):
             self.summary.add(item, result.outcome.value, result.message, staged.size)
-        for item, message in self.failed:
+        for item, message, _ in self.failed:
             self.summary.add(item, Outcome.REJECTED.value, message)
         if self.progress is not None:
             self.progress.update(len(self.staged) + len(self.failed))

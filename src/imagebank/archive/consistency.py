@@ -48,28 +48,38 @@ class ConsistencyReport:
 
 
 def _count_checks(conn: Connection) -> list[tuple[str, Table, int, dict[str, int]]]:
-    """(label, table, pk, {column: true value}) for every row whose stored counts are wrong."""
+    """(label, table, pk, {column: true value}) for every row whose stored counts are wrong.
+
+    True values are counted from the instance rows themselves (never from other stored counts), so
+    one repair pass fixes every level at once.
+    """
     wrong: list[tuple[str, Table, int, dict[str, int]]] = []
-    counted = select(instances.c.series_pk, func.count()).group_by(instances.c.series_pk)
-    per_series: dict[int, int] = {pk: int(n) for pk, n in conn.execute(counted)}
+    per_series = {pk: int(n) for pk, n in conn.execute(
+        select(instances.c.series_pk, func.count()).group_by(instances.c.series_pk))}
     for pk, stored in conn.execute(select(series.c.id, series.c.number_of_series_related_instances)):
-        true = int(per_series.get(pk, 0))
+        true = per_series.get(pk, 0)
         if stored != true:
             wrong.append((f"series #{pk}", series, pk, {"number_of_series_related_instances": true}))
+
     study_rows = conn.execute(
-        select(series.c.study_pk, func.count(), func.sum(series.c.number_of_series_related_instances))
-        .group_by(series.c.study_pk)).all()
-    per_study = {pk: (int(n), int(i or 0)) for pk, n, i in study_rows}
+        select(series.c.study_pk, func.count(func.distinct(series.c.id)), func.count(instances.c.id))
+        .select_from(series.outerjoin(instances, instances.c.series_pk == series.c.id))
+        .group_by(series.c.study_pk))
+    per_study = {pk: (int(n), int(i)) for pk, n, i in study_rows}
     for pk, n_series, n_inst in conn.execute(select(
             studies.c.id, studies.c.number_of_study_related_series, studies.c.number_of_study_related_instances)):
-        true_series, true_inst = per_study.get(pk, (0, 0))
-        if (n_series, n_inst) != (true_series, true_inst):
-            wrong.append((f"study #{pk}", studies, pk, {"number_of_study_related_series": true_series,
-                                                       "number_of_study_related_instances": true_inst}))
+        t_series, t_inst = per_study.get(pk, (0, 0))
+        if (n_series, n_inst) != (t_series, t_inst):
+            wrong.append((f"study #{pk}", studies, pk, {"number_of_study_related_series": t_series,
+                                                       "number_of_study_related_instances": t_inst}))
+
     patient_rows = conn.execute(
-        select(studies.c.patient_pk, func.count(), func.sum(studies.c.number_of_study_related_series),
-               func.sum(studies.c.number_of_study_related_instances)).group_by(studies.c.patient_pk)).all()
-    per_patient = {pk: (int(a), int(b or 0), int(c or 0)) for pk, a, b, c in patient_rows}
+        select(studies.c.patient_pk, func.count(func.distinct(studies.c.id)), func.count(func.distinct(series.c.id)),
+               func.count(instances.c.id))
+        .select_from(studies.outerjoin(series, series.c.study_pk == studies.c.id)
+                     .outerjoin(instances, instances.c.series_pk == series.c.id))
+        .group_by(studies.c.patient_pk))
+    per_patient = {pk: (int(a), int(b), int(c)) for pk, a, b, c in patient_rows}
     for pk, a, b, c in conn.execute(select(
             patients.c.id, patients.c.number_of_patient_related_studies,
             patients.c.number_of_patient_related_series, patients.c.number_of_patient_related_instances)):

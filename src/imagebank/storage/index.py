@@ -193,6 +193,10 @@ class MetadataIndex:
             number_of_patient_related_studies=patients.c.number_of_patient_related_studies - int(study_gone),
         ))
 
+    def record_journal(self, journal: Iterable[JournalEntry]) -> None:
+        with self.engine.begin() as conn:
+            self._write_journal(conn, journal)
+
     def _write_journal(self, conn: Connection, journal: Iterable[JournalEntry]) -> None:
         rows = [vars(entry) for entry in journal]
         if not rows:
