@@ -81,3 +81,27 @@ def test_api_tokens_are_random_hashed_scoped_expiring_and_revocable(secured: Any
     expired = accounts.create_token("pacs", "old", lifetime=dt.timedelta(seconds=-1))
     assert accounts.principal_for_token(expired) is None
     assert accounts.principal_for_token(new_token("ibt")) is None
+
+
+def test_parallel_guesses_cannot_outrun_the_lockout(secured: Any) -> None:
+    import threading
+
+    _, accounts, _ = secured
+    accounts.create_user("alice", [Role.CLINICIAN], PASSWORD)
+    outcomes: list[str] = []
+
+    def guess(i: int) -> None:
+        try:
+            accounts.authenticate_password("alice", f"parallel guess {i}")
+        except LockedOut:
+            outcomes.append("locked")
+        except AccountError:
+            outcomes.append("wrong")
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("wrong") == accounts.lockout.max_failures  # only that many guesses were tried
+    assert outcomes.count("locked") == 16 - accounts.lockout.max_failures

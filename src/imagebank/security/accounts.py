@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Engine, delete, insert, select, update
 
@@ -13,6 +14,12 @@ from imagebank.security.policy import Principal
 from imagebank.security.roles import Permission, Role
 from imagebank.security.secrets import hash_password, new_token, token_hash, verify_password
 from imagebank.storage.schema import api_tokens, auth_lockouts, sessions, users
+
+
+def _insert(engine: Engine, table: Any) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 def _now() -> dt.datetime:
@@ -161,36 +168,48 @@ class Accounts:
         if row is not None and row.locked_until is not None and _aware(row.locked_until) > _now():
             raise LockedOut(_aware(row.locked_until))
 
-    def record_failure(self, subject: str) -> None:
+    def attempt(self, subject: str, verify: Callable[[], bool]) -> bool:
+        """Run one guess at ``subject`` (a password, an access code) under the lockout policy.
+
+        The subject's counter row is locked for the whole check -> verify -> count sequence, so
+        parallel guesses queue up instead of all being tried before the lock engages (PostgreSQL;
+        SQLite serialises writers anyway). Raises :class:`LockedOut` while locked; returns whether
+        ``verify`` accepted the guess.
+        """
         now = _now()
         with self.engine.begin() as conn:
-            row = conn.execute(select(auth_lockouts).where(auth_lockouts.c.subject == subject)).first()
-            if row is None or now - _aware(row.window_start) > self.lockout.window:
-                conn.execute(delete(auth_lockouts).where(auth_lockouts.c.subject == subject))
-                conn.execute(insert(auth_lockouts).values(subject=subject, failures=1, window_start=now))
-                return
-            failures = row.failures + 1
-            locked = now + self.lockout.duration if failures >= self.lockout.max_failures else None
-            conn.execute(update(auth_lockouts).where(auth_lockouts.c.subject == subject).values(
-                failures=failures, locked_until=locked))
-
-    def clear_failures(self, subject: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(delete(auth_lockouts).where(auth_lockouts.c.subject == subject))
+            conn.execute(_insert(self.engine, auth_lockouts).values(subject=subject, failures=0, window_start=now)
+                         .on_conflict_do_nothing(index_elements=["subject"]))
+            row = conn.execute(select(auth_lockouts).where(auth_lockouts.c.subject == subject).with_for_update()).one()
+            locked_until = _aware(row.locked_until) if row.locked_until is not None else None
+            if locked_until is not None and locked_until > now:
+                ok = None
+            else:
+                ok = verify()
+                if ok:
+                    values: dict[str, object] = {"failures": 0, "window_start": now, "locked_until": None}
+                else:
+                    fresh = now - _aware(row.window_start) > self.lockout.window or locked_until is not None
+                    failures = 1 if fresh else row.failures + 1
+                    values = {"failures": failures, "window_start": now if fresh else row.window_start,
+                              "locked_until": now + self.lockout.duration if failures >= self.lockout.max_failures
+                              else None}
+                conn.execute(update(auth_lockouts).where(auth_lockouts.c.subject == subject).values(**values))
+        if ok is None and locked_until is not None:
+            raise LockedOut(locked_until)
+        return bool(ok)
 
     # ------------------------------------------------------ password sign-in
 
     def authenticate_password(self, username: str, password: str) -> User:
         """Verify a password under the lockout policy; raises :class:`LockedOut` or :class:`AccountError`."""
-        subject = f"password:{username.lower()}"
-        self.check_lockout(subject)
         with self.engine.connect() as conn:
             row = conn.execute(select(users).where(users.c.username == username)).first()
-        ok = verify_password(row.password_hash if row is not None else None, password)
-        if not ok or row is None or row.disabled:
-            self.record_failure(subject)
+        usable = row is not None and not row.disabled
+        if not self.attempt(f"password:{username.lower()}",
+                            lambda: verify_password(row.password_hash if row is not None else None, password)
+                            and usable):
             raise AccountError("unknown user or wrong password")
-        self.clear_failures(subject)
         return _user(row)
 
     # -------------------------------------------------------------- sessions
