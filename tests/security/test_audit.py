@@ -59,7 +59,8 @@ def test_rewriting_the_chain_without_the_key_is_detected(secured: Any) -> None:
         conn.execute(delete(audit_chain_head))
     for _ in range(3):
         forger.record(AuditEvent("110110", "R", user_name="forger"))
-    assert trail.verify() == [f"record {i} was modified" for i in (1, 2, 3)]
+    assert trail.verify() == [f"record {i} was modified" for i in (1, 2, 3)] + [
+        "the chain head was rewritten without the audit key"]
 
 
 def test_exports_are_well_formed(secured: Any) -> None:
@@ -74,3 +75,13 @@ def test_exports_are_well_formed(secured: Any) -> None:
     fhir = to_fhir(event)
     assert fhir["resourceType"] == "AuditEvent" and fhir["type"]["code"] == "110110" and fhir["outcome"] == "0"
     assert fhir["entity"][0]["what"]["identifier"]["value"] == "MRN0@IBGH"
+
+
+def test_rewinding_the_head_after_cutting_the_tail_is_detected(secured: Any) -> None:
+    _, _, trail = secured
+    _fill(trail, 5)
+    third = trail.query()[2]
+    with trail.engine.begin() as conn:
+        conn.execute(delete(audit_events).where(audit_events.c.seq > 3))
+        conn.execute(update(audit_chain_head).values(last_seq=3, last_hash=third.hash))
+    assert trail.verify() == ["the chain head was rewritten without the audit key"]

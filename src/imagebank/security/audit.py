@@ -104,8 +104,11 @@ class AuditTrail:
             values["detail"] = json.dumps(event.detail, sort_keys=True) if event.detail else None
             conn.execute(insert(audit_events).values(**values, seq=seq, at=at, prev_hash=last_hash, hash=digest))
             conn.execute(update(audit_chain_head).where(audit_chain_head.c.id == 1).values(
-                last_seq=seq, last_hash=digest))
+                last_seq=seq, last_hash=digest, mac=self._head_mac(seq, digest)))
         return StoredEvent(**asdict(event), seq=seq, at=at, prev_hash=last_hash, hash=digest)
+
+    def _head_mac(self, seq: int, digest: str) -> str:
+        return hmac_sha256(self.key, f"head/{seq}/{digest}".encode())
 
     def _rows(self, stmt: Any) -> Iterator[StoredEvent]:
         with self.engine.connect() as conn:
@@ -130,6 +133,8 @@ class AuditTrail:
         with self.engine.connect() as conn:
             head = conn.execute(select(audit_chain_head)).first()
         last_seq, last_hash = (head.last_seq, head.last_hash) if head else (0, GENESIS)
+        if head is not None and head.mac != self._head_mac(head.last_seq, head.last_hash):
+            problems.append("the chain head was rewritten without the audit key")
         if (last_seq, last_hash) != (expected_seq - 1, prev):
             problems.append(f"the chain ends at record {expected_seq - 1} but its head says {last_seq}: "
                             "records were removed from the end")

@@ -294,4 +294,6 @@ audit_chain_head = Table(
     Column("id", Integer, primary_key=True, autoincrement=False),
     Column("last_seq", BigInteger, nullable=False),
     Column("last_hash", String(64), nullable=False),
+    #: HMAC of (last_seq, last_hash) under the audit key: the head cannot be rewound without the key.
+    Column("mac", String(64)),
 )
