@@ -48,7 +48,7 @@ def test_broken_toml_and_missing_explicit_file_are_reported(tmp_path: Path) -> N
 def test_lists_of_tables_come_from_toml_or_json_in_the_environment(tmp_path: Path) -> None:
     (tmp_path / "imagebank.toml").write_text('[[dicom.peers]]\nae_title = "CT01"\nhost = "10.0.0.5"\n')
     s = load_settings(tmp_path, environ={})
-    assert s.dicom.peers[0].ae_title == "CT01" and s.dicom.peers[0].permissions == ["archive:read", "archive:write"]
+    assert s.dicom.peers[0].ae_title == "CT01" and s.dicom.peers[0].permissions == ["archive:write"]
     s = load_settings(tmp_path, environ={"IMAGEBANK_DICOM__PEERS": '[{"ae_title": "PACS"}]'})
     assert [p.ae_title for p in s.dicom.peers] == ["PACS"]
     with pytest.raises(ConfigError, match="not valid JSON"):

@@ -112,7 +112,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
                    f"{len(settings.dicom.peers)} known peer(s)")
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning",
-                    ssl_certfile=sec.tls_certfile or None, ssl_keyfile=sec.tls_keyfile or None)
+                    ssl_certfile=sec.tls_certfile or None, ssl_keyfile=sec.tls_keyfile or None,
+                    proxy_headers=bool(sec.trusted_proxies), forwarded_allow_ips=",".join(sec.trusted_proxies) or None)
     finally:
         if listener is not None:
             listener.stop()
@@ -402,8 +403,12 @@ def audit() -> None:
 @_friendly_errors
 def audit_verify(ctx: click.Context) -> None:
     """Check the hash chain: detects modified, deleted and truncated records."""
+    from imagebank.security.audit import AuditEvent
+
     _, trail = _security(ctx)
     problems = trail.verify()
+    trail.record(AuditEvent("110101", "E", 0 if not problems else 8, user_name="cli",
+                            detail={"action": "verify", "problems": len(problems)}))
     for problem in problems:
         click.echo(f"TAMPERED: {problem}")
     click.echo("audit trail intact" if not problems else f"{len(problems)} problem(s) found")

@@ -84,6 +84,9 @@ class SecuritySettings(_Section):
     tls_keyfile: str = ""
     #: Set when a TLS-terminating reverse proxy is in front (allows a non-loopback bind without TLS).
     behind_tls_proxy: bool = False
+    #: Addresses of reverse proxies whose X-Forwarded-For is believed, so audit records and sign-in
+    #: rate limits see the real client address instead of the proxy's.
+    trusted_proxies: list[str] = Field(default_factory=list)
     #: Origins allowed by CORS (e.g. a viewer served elsewhere); empty = same origin only.
     cors_origins: list[str] = Field(default_factory=list)
     #: OpenID Connect single sign-on (empty issuer = off). The issuer must serve
@@ -102,8 +105,9 @@ class DicomPeerSettings(_Section):
     #: Address the peer calls from (and is called at, for C-MOVE destinations); empty = any address.
     host: str = ""
     port: int = Field(default=104, ge=1, le=65535)
-    #: What the peer may do: archive:read (C-FIND/MOVE/GET), archive:write (C-STORE).
-    permissions: list[str] = Field(default_factory=lambda: ["archive:read", "archive:write"])
+    #: What the peer may do: archive:read (C-FIND/MOVE/GET), archive:write (C-STORE). Least privilege
+    #: by default: a peer may store; reading identified data must be granted explicitly.
+    permissions: list[str] = Field(default_factory=lambda: ["archive:write"])
 
 
 class DicomSettings(_Section):

@@ -44,7 +44,8 @@ def test_token_scopes_narrow_but_never_widen() -> None:
 def test_unknown_dicom_callers_are_refused_and_peers_get_what_they_are_granted() -> None:
     from imagebank.security.policy import DicomPeer, decide_dimse, peer_principal
 
-    peers = [DicomPeer("CT01", "10.0.0.5", frozenset({Permission.ARCHIVE_WRITE})), DicomPeer("PACS")]
+    peers = [DicomPeer("CT01", "10.0.0.5", frozenset({Permission.ARCHIVE_WRITE})),
+             DicomPeer("PACS", permissions=frozenset({Permission.ARCHIVE_READ, Permission.ARCHIVE_WRITE}))]
     assert peer_principal("EVIL", "10.0.0.9", peers) is None
     assert not decide_dimse(None, "C-ECHO").allowed
     assert peer_principal("CT01", "10.0.0.6", peers) is None  # right title, wrong address

@@ -71,7 +71,7 @@ class DicomPeer:
 
     ae_title: str
     host: str | None = None  # None: any address
-    permissions: frozenset[Permission] = frozenset({Permission.ARCHIVE_READ, Permission.ARCHIVE_WRITE})
+    permissions: frozenset[Permission] = frozenset({Permission.ARCHIVE_WRITE})
 
 
 #: DIMSE service -> permission it needs (PS3.4 Annex A Verification, B Storage, C Query/Retrieve).
