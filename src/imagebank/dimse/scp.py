@@ -38,13 +38,15 @@ from imagebank.security.roles import Permission, Role
 
 log = logging.getLogger(__name__)
 
-# Transfer syntaxes accepted for storage: uncompressed, deflate and the common compressed ones,
-# stored as received (PS3.5 Annex A; PS3.4 B.4.1 storage level 2 keeps the encoding).
+# Transfer syntaxes accepted for storage, stored as received (PS3.5 Annex A; PS3.4 B.4.1). pynetdicom
+# picks the first of these that a proposed context offers, so the order is a policy: lossless compressed
+# first (the sender's own compressed data, no loss, less traffic), then uncompressed, and lossy last,
+# so a sender that offers both never lossy-compresses an original for us.
 TRANSFER_SYNTAXES = [
-    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.1.99", "1.2.840.10008.1.2.2",
-    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70",
-    "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
-    "1.2.840.10008.1.2.5",
+    "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.1.99",
+    "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2",
+    "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91",
 ]
 
 # A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected-permanent, by the service user, calling AE title not recognized.
