@@ -10,7 +10,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, MRImageStorage, Verification  # type: ignore[attr-defined]
 
 from imagebank.config import DicomPeerSettings, Settings
@@ -127,7 +127,7 @@ def test_serve_starts_the_dicom_listener(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(tmp_path / "d"), "serve", "--port",
                              str(free_port())], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # generous: CI machines can be loaded
         while True:
             assoc = _scu("CT01").associate("127.0.0.1", dicom_port)
             if assoc.is_established:
@@ -200,3 +200,84 @@ def test_c_find_needs_read_permission(listen: Any) -> None:
     assoc = scu.associate("127.0.0.1", listener.port)
     assert _find(assoc, {"QueryRetrieveLevel": "STUDY", "PatientID": ""}, STUDY_ROOT)[-1][0] == 0x0124
     assoc.release()
+
+
+def _retrieving_scu(received: list[Any]) -> tuple[AE, list[Any], list[Any]]:
+    from pynetdicom import build_role
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        StudyRootQueryRetrieveInformationModelGet,
+        StudyRootQueryRetrieveInformationModelMove,
+    )
+
+    def on_store(event: Any) -> int:
+        received.append(event.dataset)
+        return 0x0000
+
+    ae = AE(ae_title="VIEWER")
+    for context in (StudyRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelMove,
+                    CTImageStorage, MRImageStorage):
+        ae.add_requested_context(context)
+    roles = [build_role(CTImageStorage, scp_role=True), build_role(MRImageStorage, scp_role=True)]
+    return ae, roles, [(evt.EVT_C_STORE, on_store)]
+
+
+def test_c_get_returns_the_study_on_the_same_association(listen: Any, secured: Any,
+                                                          make_instance: Callable[..., bytes]) -> None:
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet as GET  # type: ignore[attr-defined]
+
+    arch, _, audit = secured
+    originals = [make_instance(n, pixels=True) for n in (1, 2, 3)]
+    for data in originals:
+        arch.ingest(data)
+    listener = listen(peers=PEERS + [DicomPeerSettings(ae_title="VIEWER", permissions=["archive:read"])])
+    received: list[Any] = []
+    ae, roles, handlers = _retrieving_scu(received)
+    assoc = ae.associate("127.0.0.1", listener.port, ext_neg=roles, evt_handlers=handlers)
+    assert assoc.is_established
+    query = pydicom.Dataset()
+    query.QueryRetrieveLevel = "STUDY"
+    query.StudyInstanceUID = _dataset(originals[0]).StudyInstanceUID
+    statuses = [s.Status for s, _ in assoc.send_c_get(query, GET)]
+    assert statuses[-1] == 0x0000 and statuses.count(0xFF00) == 3
+    assert sorted(d.SOPInstanceUID for d in received) == sorted(_dataset(o).SOPInstanceUID for o in originals)
+    assert received[0].PixelData == next(_dataset(o) for o in originals
+                                         if _dataset(o).SOPInstanceUID == received[0].SOPInstanceUID).PixelData
+    missing_key = pydicom.Dataset()
+    missing_key.QueryRetrieveLevel = "STUDY"
+    assert [s.Status for s, _ in assoc.send_c_get(missing_key, GET)][-1] == 0xA900
+    assoc.release()
+    assert any(e.event_id == "110103" and e.outcome == 0 for e in audit.query())
+
+
+def test_c_move_sends_to_a_configured_destination_only(listen: Any, secured: Any,
+                                                        make_instance: Callable[..., bytes]) -> None:
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove as MOVE  # type: ignore[attr-defined]
+
+    arch, _, _ = secured
+    originals = [make_instance(n) for n in (1, 2)]
+    for data in originals:
+        arch.ingest(data)
+    received: list[Any] = []
+    destination = AE(ae_title="DEST")
+    destination.add_supported_context(CTImageStorage)
+    destination.add_supported_context(MRImageStorage)
+    dest_port = free_port()
+    server = destination.start_server(("127.0.0.1", dest_port), block=False,
+                                      evt_handlers=[(evt.EVT_C_STORE, lambda e: received.append(e.dataset) or 0)])
+    try:
+        listener = listen(peers=PEERS + [
+            DicomPeerSettings(ae_title="VIEWER", permissions=["archive:read"]),
+            DicomPeerSettings(ae_title="DEST", host="127.0.0.1", port=dest_port, permissions=["archive:write"])])
+        ae, _, _ = _retrieving_scu([])
+        assoc = ae.associate("127.0.0.1", listener.port)
+        query = pydicom.Dataset()
+        query.QueryRetrieveLevel = "STUDY"
+        query.StudyInstanceUID = _dataset(originals[0]).StudyInstanceUID
+        statuses = [s.Status for s, _ in assoc.send_c_move(query, "DEST", MOVE)]
+        assert statuses[-1] == 0x0000, statuses
+        assert len(received) == 2
+        unknown = [s.Status for s, _ in assoc.send_c_move(query, "NOWHERE", MOVE)]
+        assert unknown[-1] == 0xA801  # Move destination unknown
+        assoc.release()
+    finally:
+        server.shutdown()

@@ -49,7 +49,7 @@ def test_serve_over_tls_with_hsts(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(tmp_path / "d"), "serve", "--port",
                              str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # generous: CI machines can be loaded
         while True:
             try:
                 response = httpx.get(f"https://127.0.0.1:{port}/healthz",

@@ -12,11 +12,16 @@ import logging
 import ssl
 from typing import Any
 
+import pydicom
 from pydicom import Dataset
-from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, AllStoragePresentationContexts, build_context, evt
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 
@@ -32,6 +37,7 @@ from imagebank.dimse.status import (
     store_status,
 )
 from imagebank.query import InvalidQuery, find
+from imagebank.query.model import UNIQUE_KEYS
 from imagebank.security.audit import AuditEvent, AuditTrail
 from imagebank.security.policy import DicomPeer, Principal, decide_dimse, peer_principal
 from imagebank.security.roles import Permission, Role
@@ -48,6 +54,8 @@ TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2",
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91",
 ]
+
+UNIQUE_KEY_OF_LEVEL = {level.name: key for level, key in UNIQUE_KEYS.items()}
 
 # A-ASSOCIATE-RJ (PS3.8 9.3.4): rejected-permanent, by the service user, calling AE title not recognized.
 REJECT_CALLING_AE = (0x01, 0x01, 0x03)
@@ -79,10 +87,14 @@ class DicomListener:
         ae.maximum_associations = settings.max_associations
         ae.require_called_aet = False  # many modalities send a generic called AE title
         ae.add_supported_context(Verification)
-        ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind)
-        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+        for model in (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind,
+                      PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet,
+                      PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove):
+            ae.add_supported_context(model)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(str(context.abstract_syntax), TRANSFER_SYNTAXES)
+            # scp_role: a C-GET requestor asks to act as Storage SCP on this association (PS3.7 D.3.3.4).
+            ae.add_supported_context(str(context.abstract_syntax), TRANSFER_SYNTAXES, scu_role=True, scp_role=True)
+
         self.ae = ae
 
     # ----------------------------------------------------------------- handlers
@@ -177,6 +189,89 @@ class DicomListener:
                 return
             yield FIND_PENDING, self._response(level, result)
 
+    # ------------------------------------------------------------- retrieve
+
+    def _matches_for_retrieve(self, event: Any, service: str) -> tuple[list[tuple[str, str, str, str]] | None, Any]:
+        """``([(SOP Instance UID, blob key, SOP Class UID, transfer syntax)...], None)`` or
+        ``(None, failure status)`` (PS3.4 C.4.2 C-MOVE, C.4.3 C-GET)."""
+        principal = self._principal(event)
+        decision = decide_dimse(principal, service)
+        name = f"ae:{principal.name}" if principal else "ae:unknown"
+        address = event.assoc.requestor.address
+        if not decision.allowed:
+            self.audit.record(AuditEvent("110103", "R", 4, user_name=name, network_address=address,
+                                         detail={"service": service, "reason": decision.reason}))
+            return None, _failure(REFUSED_NOT_AUTHORIZED, decision.reason)
+        # Patient Root models are 1.2.840.10008.5.1.4.1.2.1.x, Study Root 1.2.840.10008.5.1.4.1.2.2.x (PS3.4 C.6)
+        root = "PATIENT" if str(event.request.AffectedSOPClassUID).startswith("1.2.840.10008.5.1.4.1.2.1.") else "STUDY"
+        try:
+            identifier = event.identifier
+            level = str(identifier.get("QueryRetrieveLevel", "")).strip()
+            if level not in UNIQUE_KEY_OF_LEVEL:
+                raise InvalidQuery("QueryRetrieveLevel must be PATIENT, STUDY, SERIES or IMAGE")
+            unique = UNIQUE_KEY_OF_LEVEL[level]
+            keys = {elem.keyword: _match_value(elem) for elem in identifier
+                    if elem.keyword in UNIQUE_KEY_OF_LEVEL.values()}
+            if not keys.get(unique):
+                raise InvalidQuery(f"a {level}-level retrieve needs {unique} (PS3.4 C.4.2.2.1)")
+            matches = find(self.archive.index.engine, "IMAGE",
+                           {**keys, "SOPClassUID": "", "AvailableTransferSyntaxUID": ""}, root=root)
+        except InvalidQuery as exc:
+            log.info("%s from %s refused: invalid identifier", service, name)
+            return None, _failure(FIND_IDENTIFIER_INVALID, str(exc))
+        uids = [m["SOPInstanceUID"] for m in matches]
+        located = self.archive.index.blob_keys_for(uids)
+        patient = keys.get("PatientID") or None
+        self.audit.record(AuditEvent("110103", "R", 0, user_name=name, network_address=address, patient_id=patient,
+                                     object_type=level.lower(), object_id=str(keys.get(unique))[:256],
+                                     detail={"service": service, "instances": len(uids)}))
+        return [(m["SOPInstanceUID"], located[m["SOPInstanceUID"]], m["SOPClassUID"], m["AvailableTransferSyntaxUID"])
+                for m in matches if m["SOPInstanceUID"] in located], None
+
+    def _load(self, blob_key: str) -> Dataset:
+        with self.archive.blobs.open(blob_key) as fh:
+            return pydicom.dcmread(fh)
+
+    def _sub_operations(self, event: Any, matches: list[tuple[str, str, str, str]]) -> Any:
+        for _uid, blob_key, _sop_class, _ts in matches:
+            if event.is_cancelled:
+                yield FIND_CANCELLED, None
+                return
+            yield FIND_PENDING, self._load(blob_key)
+
+    def _on_get(self, event: Any) -> Any:
+        matches, failure = self._matches_for_retrieve(event, "C-GET")
+        if matches is None:
+            yield 1
+            yield failure, None
+            return
+        yield len(matches)
+        yield from self._sub_operations(event, matches)
+
+    def _on_move(self, event: Any) -> Any:
+        destination = str(event.move_destination).strip()
+        peer = next((p for p in self.settings.peers if p.ae_title.strip() == destination and p.host), None)
+        matches, failure = self._matches_for_retrieve(event, "C-MOVE")
+        if peer is None:
+            yield None, None  # pynetdicom answers 0xA801 "Move destination unknown"
+            return
+        if matches is None:
+            yield peer.host, peer.port, {"ae_title": peer.ae_title}
+            yield 1
+            yield failure, None
+            return
+        # Propose exactly what will be sent: each SOP class in the syntaxes its instances are stored in
+        # (no transcoding); a destination refusing one fails those sub-operations only (PS3.4 C.4.2.3).
+        proposed: dict[str, list[str]] = {}
+        for _uid, _key, sop_class, ts in matches:
+            syntaxes = proposed.setdefault(sop_class, [])
+            if ts not in syntaxes:
+                syntaxes.append(ts)
+        contexts = [build_context(sop_class, syntaxes) for sop_class, syntaxes in list(proposed.items())[:128]]
+        yield peer.host, peer.port, {"ae_title": peer.ae_title, "contexts": contexts}
+        yield len(matches)
+        yield from self._sub_operations(event, matches)
+
     def _response(self, level: str, result: dict[str, Any]) -> Dataset:
         ds = Dataset()
         ds.SpecificCharacterSet = "ISO_IR 192"
@@ -190,7 +285,8 @@ class DicomListener:
 
     def start(self) -> None:
         handlers: list[Any] = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_ECHO, self._on_echo),
-                    (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find)]
+                    (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find),
+                                (evt.EVT_C_GET, self._on_get), (evt.EVT_C_MOVE, self._on_move)]
         self._server = self.ae.start_server(
             (self.settings.host, self.settings.port), block=False, evt_handlers=handlers,
             ssl_context=_tls_context(self.settings))

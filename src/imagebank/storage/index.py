@@ -217,6 +217,16 @@ class MetadataIndex:
                 instances.c.sop_instance_uid == sop_instance_uid)).first()
         return (row.blob_key, row.sha256) if row else None
 
+    def blob_keys_for(self, sop_instance_uids: Sequence[str]) -> dict[str, str]:
+        """``SOPInstanceUID -> blob key`` for the stored ones among ``sop_instance_uids``."""
+        found: dict[str, str] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(sop_instance_uids), 500):
+                chunk = list(sop_instance_uids[start:start + 500])
+                found.update(conn.execute(select(instances.c.sop_instance_uid, instances.c.blob_key).where(
+                    instances.c.sop_instance_uid.in_(chunk))).all())
+        return found
+
     def is_blob_referenced(self, blob_key: str) -> bool:
         with self.engine.connect() as conn:
             return conn.execute(select(instances.c.id).where(instances.c.blob_key == blob_key).limit(1)).first() is not None
