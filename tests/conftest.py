@@ -201,3 +201,24 @@ def live_app(settings: Settings, secured: Any) -> Iterator[tuple[LiveServer, Any
     app = create_app(settings, arch, accounts, audit)
     with LiveServer(app) as server:
         yield server, accounts
+
+
+def wait_until_serving(url: str, proc: Any = None, *, verify: Any = True, timeout: float = 90.0) -> Any:
+    """GET ``url`` until something answers (a server in a subprocess starting up); returns the response.
+
+    Fails at once if ``proc`` died, and after ``timeout`` seconds (generous: CI machines can be loaded).
+    """
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return httpx.get(url, verify=verify)
+        except httpx.TransportError:
+            if proc is not None and proc.poll() is not None:
+                output = proc.stdout.read() if proc.stdout else ""
+                raise AssertionError(f"server exited with {proc.returncode}: {output!r}") from None
+            assert time.monotonic() < deadline, f"nothing answered at {url}"
+            time.sleep(0.2)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from imagebank.config import Settings
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer, free_port, wait_until_serving
 
 PROVIDER_DIR = Path(__file__).resolve().parents[1] / "oidc"
 
@@ -47,16 +46,7 @@ def sso(settings: Settings, secured: Any, request: pytest.FixtureRequest) -> Ite
         provider = subprocess.Popen([node, "provider.mjs"], cwd=PROVIDER_DIR, env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True)
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{issuer}/.well-known/openid-configuration").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert provider.poll() is None, provider.stdout.read()  # type: ignore[union-attr]
-                assert time.monotonic() < deadline
-                time.sleep(0.1)
+            assert wait_until_serving(f"{issuer}/.well-known/openid-configuration", provider).status_code == 200
             yield server.url, issuer, accounts
         finally:
             provider.terminate()

@@ -6,14 +6,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_until_serving
 from tests.test_cli import run
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -34,16 +33,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(data), "serve", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90  # generous: CI machines can be loaded
-    while True:
-        try:
-            if httpx.get(f"{base}/healthz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, proc.stdout.read().decode()  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.2)
+    assert wait_until_serving(f"{base}/healthz", proc).status_code == 200
     yield base
     proc.terminate()
     proc.wait(10)
@@ -120,15 +110,8 @@ def test_first_start_creates_an_admin_whose_printed_password_works(tmp_path: Pat
         lines = [proc.stdout.readline() for _ in range(4)]  # type: ignore[union-attr]
         created = next(line for line in lines if "created user 'admin'" in line)
         password = created.split("password", 1)[1].strip()
-        deadline = time.monotonic() + 90  # generous: CI machines can be loaded
-        while True:
-            try:
-                response = httpx.post(f"http://127.0.0.1:{port}/api/login",
-                                      json={"username": "admin", "password": password})
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
+        wait_until_serving(f"http://127.0.0.1:{port}/healthz", proc)
+        response = httpx.post(f"http://127.0.0.1:{port}/api/login", json={"username": "admin", "password": password})
         assert response.status_code == 200 and "admin" in response.json()["roles"]
         started = [e for e in _audit(tmp_path / "d") if "configuration" in e]
         assert started, "the server start and its configuration digest are audited"

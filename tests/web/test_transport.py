@@ -8,7 +8,6 @@ import os
 import ssl
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from imagebank.config import Settings
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer, free_port, wait_until_serving
 
 
 def _self_signed(tmp: Path) -> tuple[Path, Path]:
@@ -49,15 +48,8 @@ def test_serve_over_tls_with_hsts(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(tmp_path / "d"), "serve", "--port",
                              str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90  # generous: CI machines can be loaded
-        while True:
-            try:
-                response = httpx.get(f"https://127.0.0.1:{port}/healthz",
-                                     verify=ssl.create_default_context(cafile=str(cert)))
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
+        response = wait_until_serving(f"https://127.0.0.1:{port}/healthz", proc,
+                                      verify=ssl.create_default_context(cafile=str(cert)))
         assert response.status_code == 200
         assert response.headers["strict-transport-security"].startswith("max-age=")
         with pytest.raises(httpx.TransportError):

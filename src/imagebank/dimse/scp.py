@@ -127,18 +127,28 @@ class DicomListener:
             event.assoc.is_rejected = True
             event.assoc.kill()
 
+    def _authorize(self, event: Any, service: str, audit: tuple[str, str]) -> tuple[str, str, str | None]:
+        """Decide ``service`` for the caller; a refusal is audited with the ``audit`` (code, action).
+
+        Returns ``(caller name for the audit trail, network address, refusal reason or None)``.
+        """
+        principal = self._principal(event)
+        decision = decide_dimse(principal, service)
+        name = f"ae:{principal.name}" if principal else "ae:unknown"
+        address = event.assoc.requestor.address
+        if decision.allowed:
+            return name, address, None
+        self.audit.record(AuditEvent(audit[0], audit[1], 4, user_name=name, network_address=address,
+                                     detail={"service": service, "reason": decision.reason}))
+        return name, address, decision.reason
+
     def _on_echo(self, event: Any) -> int:
         decision = decide_dimse(self._principal(event), "C-ECHO")
         return SUCCESS if decision.allowed else REFUSED_NOT_AUTHORIZED
 
     def _on_store(self, event: Any) -> int:
-        principal = self._principal(event)
-        decision = decide_dimse(principal, "C-STORE")
-        address = event.assoc.requestor.address
-        name = f"ae:{principal.name}" if principal else "ae:unknown"
-        if not decision.allowed:
-            self.audit.record(AuditEvent("110104", "C", 4, user_name=name, network_address=address,
-                                         detail={"reason": decision.reason}))
+        name, address, refused = self._authorize(event, "C-STORE", ("110104", "C"))
+        if refused:
             return REFUSED_NOT_AUTHORIZED
         try:
             data = event.encoded_dataset()
@@ -156,13 +166,8 @@ class DicomListener:
 
     def _on_find(self, event: Any) -> Any:
         """PS3.4 C.4.1: pending responses (0xFF00) with one identifier each, then the final status."""
-        principal = self._principal(event)
-        decision = decide_dimse(principal, "C-FIND")
-        address = event.assoc.requestor.address
-        name = f"ae:{principal.name}" if principal else "ae:unknown"
-        if not decision.allowed:
-            self.audit.record(AuditEvent("110112", "E", 4, user_name=name, network_address=address,
-                                         detail={"reason": decision.reason}))
+        name, address, refused = self._authorize(event, "C-FIND", ("110112", "E"))
+        if refused:
             yield REFUSED_NOT_AUTHORIZED, None
             return
         root = "PATIENT" if str(event.request.AffectedSOPClassUID) == str(PatientRootQueryRetrieveInformationModelFind) \
@@ -194,14 +199,9 @@ class DicomListener:
     def _matches_for_retrieve(self, event: Any, service: str) -> tuple[list[tuple[str, str, str, str]] | None, Any]:
         """``([(SOP Instance UID, blob key, SOP Class UID, transfer syntax)...], None)`` or
         ``(None, failure status)`` (PS3.4 C.4.2 C-MOVE, C.4.3 C-GET)."""
-        principal = self._principal(event)
-        decision = decide_dimse(principal, service)
-        name = f"ae:{principal.name}" if principal else "ae:unknown"
-        address = event.assoc.requestor.address
-        if not decision.allowed:
-            self.audit.record(AuditEvent("110103", "R", 4, user_name=name, network_address=address,
-                                         detail={"service": service, "reason": decision.reason}))
-            return None, _failure(REFUSED_NOT_AUTHORIZED, decision.reason)
+        name, address, refused = self._authorize(event, service, ("110103", "R"))
+        if refused:
+            return None, _failure(REFUSED_NOT_AUTHORIZED, refused)
         # Patient Root models are 1.2.840.10008.5.1.4.1.2.1.x, Study Root 1.2.840.10008.5.1.4.1.2.2.x (PS3.4 C.6)
         root = "PATIENT" if str(event.request.AffectedSOPClassUID).startswith("1.2.840.10008.5.1.4.1.2.1.") else "STUDY"
         try:
