@@ -281,3 +281,38 @@ def test_c_move_sends_to_a_configured_destination_only(listen: Any, secured: Any
         assoc.release()
     finally:
         server.shutdown()
+
+
+def test_sixteen_simultaneous_associations_lose_nothing(listen: Any, secured: Any,
+                                                         make_instance: Callable[..., bytes]) -> None:
+    import threading
+
+    from imagebank.archive.consistency import check_archive
+
+    listener = listen()
+    arch = secured[0]
+    statuses: list[int] = []
+    errors: list[BaseException] = []
+
+    def sender(worker: int) -> None:
+        try:
+            assoc = _scu("CT01").associate("127.0.0.1", listener.port)
+            assert assoc.is_established
+            for n in range(8):
+                number = worker * 8 + n + 1
+                # Each worker writes its own series; all share one study and patient (the hard case).
+                ds = _dataset(make_instance(number, SeriesInstanceUID=f"1.2.826.0.1.3680043.2.1125.8.{worker}"))
+                statuses.append(int(assoc.send_c_store(ds).Status))
+            assoc.release()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sender, args=(w,)) for w in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == [] and statuses == [0x0000] * 128
+    stats = arch.index.stats()
+    assert (stats["studies"], stats["series"], stats["instances"]) == (1, 16, 128)
+    assert check_archive(arch).ok
