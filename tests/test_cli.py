@@ -14,7 +14,8 @@ from tests.conftest import pydicom_file
 
 COMMANDS = [[], ["serve"], ["ingest"], ["demo"], ["db"], ["db", "upgrade"], ["db", "current"], ["stats"], ["check"],
             ["users"], ["users", "add"], ["users", "list"], ["users", "passwd"], ["users", "disable"], ["tokens"],
-            ["tokens", "create"], ["tokens", "revoke"], ["audit"], ["audit", "verify"], ["audit", "query"]]
+            ["tokens", "create"], ["tokens", "revoke"], ["audit"], ["audit", "verify"], ["audit", "query"],
+            ["remote"], ["remote", "echo"], ["remote", "find"], ["remote", "store"], ["remote", "get"]]
 
 
 def run(*args: str, data: Path | None = None, env: dict[str, str] | None = None,

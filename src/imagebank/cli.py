@@ -451,6 +451,114 @@ def audit_query(ctx: click.Context, patient: str | None, user: str | None, since
 
 
 @main.group()
+def remote() -> None:
+    """Talk to a remote DICOM archive (a [[dicom.peers]] entry with host and port)."""
+
+
+def _keys(pairs: tuple[str, ...]) -> dict[str, str]:
+    from pydicom.datadict import tag_for_keyword
+
+    keys = {}
+    for pair in pairs:
+        keyword, _, value = pair.partition("=")
+        if tag_for_keyword(keyword.strip()) is None:
+            raise ImagebankError(f"-k {pair}: {keyword.strip()!r} is not a DICOM keyword")
+        keys[keyword.strip()] = value.strip()
+    return keys
+
+
+def _peer(ctx: click.Context, name: str) -> tuple[Settings, Any]:
+    from imagebank.dimse.scu import remote_peer
+
+    settings = _settings(ctx)
+    return settings, remote_peer(settings.dicom, name)
+
+
+@remote.command("echo")
+@click.argument("peer")
+@click.pass_context
+@_friendly_errors
+def remote_echo(ctx: click.Context, peer: str) -> None:
+    """C-ECHO the remote AE PEER."""
+    from imagebank.dimse.scu import echo
+
+    settings, target = _peer(ctx, peer)
+    status = echo(settings.dicom, target)
+    click.echo(f"{target.ae_title} at {target.host}:{target.port}: C-ECHO status 0x{status:04X}")
+    sys.exit(0 if status == 0 else 1)
+
+
+@remote.command("find")
+@click.argument("peer")
+@click.option("--level", type=click.Choice(["PATIENT", "STUDY", "SERIES", "IMAGE"]), default="STUDY", show_default=True)
+@click.option("--root", type=click.Choice(["STUDY", "PATIENT"]), default="STUDY", show_default=True)
+@click.option("-k", "keys", multiple=True, help="Keyword=Value to match, or Keyword= to return (repeat).")
+@click.pass_context
+@_friendly_errors
+def remote_find(ctx: click.Context, peer: str, level: str, root: str, keys: tuple[str, ...]) -> None:
+    """C-FIND on PEER; prints one JSON object per match (DICOM JSON)."""
+    from imagebank.dimse.scu import find
+    from imagebank.security.audit import AuditEvent
+
+    settings, target = _peer(ctx, peer)
+    identifier = {"StudyInstanceUID": "", "PatientID": "", "StudyDate": "", "ModalitiesInStudy": ""} \
+        if level == "STUDY" and not keys else _keys(keys)
+    matches = find(settings.dicom, target, level, identifier, root)
+    _, trail = _security(ctx)
+    trail.record(AuditEvent("110112", "E", 0, user_name="cli", patient_id=identifier.get("PatientID") or None,
+                            object_type="remote-query", object_id=target.ae_title, detail={"matches": len(matches)}))
+    for ds in matches:
+        click.echo(json.dumps(ds.to_json_dict()))
+
+
+@remote.command("store")
+@click.argument("peer")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.pass_context
+@_friendly_errors
+def remote_store(ctx: click.Context, peer: str, paths: tuple[str, ...]) -> None:
+    """C-STORE files (or folders of files) to PEER."""
+    from tqdm import tqdm
+
+    from imagebank.dimse.scu import store
+
+    settings, target = _peer(ctx, peer)
+    files = sorted(f for p in map(Path, paths) for f in ([p] if p.is_file() else p.rglob("*")) if f.is_file())
+    with tqdm(total=len(files), unit="file", delay=0.5) as bar:
+        summary = store(settings.dicom, target, files, progress=bar.update)
+    click.echo(f"sent {summary.counts['sent']}, failed {summary.counts['failed']}")
+    for failure in summary.failures[:20]:
+        click.echo(f"  {failure}")
+    sys.exit(1 if summary.counts["failed"] else 0)
+
+
+@remote.command("get")
+@click.argument("peer")
+@click.option("--level", type=click.Choice(["PATIENT", "STUDY", "SERIES", "IMAGE"]), default="STUDY", show_default=True)
+@click.option("--root", type=click.Choice(["STUDY", "PATIENT"]), default="STUDY", show_default=True)
+@click.option("-k", "keys", multiple=True, required=True, help="Unique key(s), e.g. -k StudyInstanceUID=1.2.3")
+@click.pass_context
+@_friendly_errors
+def remote_get(ctx: click.Context, peer: str, level: str, root: str, keys: tuple[str, ...]) -> None:
+    """Import from PEER by C-GET (e.g. a patient's prior studies) through the ingest pipeline."""
+    from imagebank.context import open_archive
+    from imagebank.dimse.scu import get_into_archive
+    from imagebank.security.audit import AuditEvent
+
+    settings, target = _peer(ctx, peer)
+    archive = open_archive(settings)
+    summary = get_into_archive(settings.dicom, target, archive, level, _keys(keys), root)
+    _, trail = _security(ctx)
+    trail.record(AuditEvent("110107", "C", 0 if not summary.counts["failed"] else 4, user_name="cli",
+                            object_type="remote-import", object_id=target.ae_title, detail=summary.counts))
+    click.echo(f"stored {summary.counts['stored']}, duplicates {summary.counts['duplicate']}, "
+               f"failed {summary.counts['failed']}")
+    for failure in summary.failures[:20]:
+        click.echo(f"  {failure}")
+    sys.exit(1 if summary.counts["failed"] else 0)
+
+
+@main.group()
 def db() -> None:
     """Index database schema management."""
 
