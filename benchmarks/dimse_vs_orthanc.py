@@ -112,6 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, default=5000)
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--only", choices=["imagebank", "orthanc"], help="measure one archive only")
     args = parser.parse_args()
     for tool in ("storescu", "Orthanc"):
         if shutil.which(tool) is None:
@@ -121,7 +122,8 @@ def main() -> None:
     patient_ids = sorted({f.parent.name for f in files})
     print(f"corpus: {len(files)} CT slices, {megabytes:.0f} MB, {len(patient_ids)} patients; {os.cpu_count()} CPUs")
     rows = []
-    for name, start in (("Imagebank", start_imagebank), ("Orthanc 1.10", start_orthanc)):
+    targets = [("Imagebank", start_imagebank), ("Orthanc 1.10", start_orthanc)]
+    for name, start in [t for t in targets if args.only is None or t[0].lower().startswith(args.only)]:
         for parallel in (1, 4):
             with tempfile.TemporaryDirectory(dir=HERE / "out") as work:
                 proc, port, aec = start(Path(work))

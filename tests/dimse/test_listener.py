@@ -61,8 +61,13 @@ def test_known_peer_echoes_and_stores(listen: Any, secured: Any, make_instance: 
     assert status.Status == 0x0000
     assoc.release()
     assert arch.index.stats()["instances"] == 1
-    stored = [e for e in audit.query() if e.event_id == "110104"]
+    import time
+
+    deadline = time.monotonic() + 10  # written by the listener when it sees the release
+    while not (stored := [e for e in audit.query() if e.event_id == "110104"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert stored and stored[0].user_name == "ae:CT01" and stored[0].outcome == 0
+    assert stored[0].object_type == "study" and stored[0].detail["instances"] == 1
 
 
 def test_unknown_calling_ae_is_rejected_and_audited(listen: Any, secured: Any) -> None:

@@ -142,6 +142,14 @@ class DicomListener:
                                      detail={"service": service, "reason": decision.reason}))
         return name, address, decision.reason
 
+    def _on_association_end(self, event: Any) -> None:
+        """Write the per-study transfer audit events of an association that was released or aborted."""
+        transfers = event.assoc.__dict__.pop("imagebank_transfers", {})
+        for (name, address, study_uid), count in transfers.items():
+            self.audit.record(AuditEvent("110104", "C", 0, user_name=name, network_address=address,
+                                         object_type="study", object_id=study_uid,
+                                         detail={"instances": count, "end": event.event.name}))
+
     def _on_echo(self, event: Any) -> int:
         decision = decide_dimse(self._principal(event), "C-ECHO")
         return SUCCESS if decision.allowed else REFUSED_NOT_AUTHORIZED
@@ -157,9 +165,11 @@ class DicomListener:
             return 0xC000
         result = self.archive.ingest(data, origin="dimse")
         if result.outcome in (Outcome.STORED, Outcome.REPLACED):
-            self.audit.record(AuditEvent("110104", "C", 0, user_name=name, network_address=address,
-                                         object_type="instance", object_id=result.sop_instance_uid,
-                                         detail={"study": result.study_instance_uid}))
+            # Audited per study when the association ends (PS3.15 A.5.3.6 "DICOM Instances Transferred"
+            # describes a transfer, not each instance): no second transaction per instance.
+            transfers = event.assoc.__dict__.setdefault("imagebank_transfers", {})
+            key = (name, address, str(result.study_instance_uid))
+            transfers[key] = transfers.get(key, 0) + 1
         elif result.outcome is Outcome.REJECTED:
             log.info("C-STORE from %s rejected: %s", name, result.reason)
         return store_status(result)
@@ -286,7 +296,8 @@ class DicomListener:
     def start(self) -> None:
         handlers: list[Any] = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_ECHO, self._on_echo),
                     (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find),
-                                (evt.EVT_C_GET, self._on_get), (evt.EVT_C_MOVE, self._on_move)]
+                                (evt.EVT_C_GET, self._on_get), (evt.EVT_C_MOVE, self._on_move),
+                                (evt.EVT_RELEASED, self._on_association_end), (evt.EVT_ABORTED, self._on_association_end)]
         self._server = self.ae.start_server(
             (self.settings.host, self.settings.port), block=False, evt_handlers=handlers,
             ssl_context=_tls_context(self.settings))
