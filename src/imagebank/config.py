@@ -149,10 +149,6 @@ class Settings(_Section):
     def blob_url(self) -> str:
         return self.storage.blob_url or (self.data_dir / "blobs").resolve().as_uri()
 
-    @property
-    def is_embedded_database(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """``IMAGEBANK_SECTION__KEY=value``; lists and tables (e.g. ``dicom.peers``) are written as JSON."""
