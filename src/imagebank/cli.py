@@ -11,7 +11,8 @@ import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -556,6 +557,111 @@ def remote_get(ctx: click.Context, peer: str, level: str, root: str, keys: tuple
     for failure in summary.failures[:20]:
         click.echo(f"  {failure}")
     sys.exit(1 if summary.counts["failed"] else 0)
+
+
+@remote.command("move")
+@click.argument("peer")
+@click.option("--level", type=click.Choice(["PATIENT", "STUDY", "SERIES", "IMAGE"]), default="STUDY", show_default=True)
+@click.option("--root", type=click.Choice(["STUDY", "PATIENT"]), default="STUDY", show_default=True)
+@click.option("--destination", help="AE title to move to (default: this archive's own AE title).")
+@click.option("-k", "keys", multiple=True, required=True, help="Unique key(s), e.g. -k StudyInstanceUID=1.2.3")
+@click.pass_context
+@_friendly_errors
+def remote_move(ctx: click.Context, peer: str, level: str, root: str, destination: str | None,
+                keys: tuple[str, ...]) -> None:
+    """C-MOVE from PEER to DESTINATION (by default into this archive).
+
+    Moving into this archive needs its DICOM listener: the one of a running `imagebank serve`, or, when
+    its port is free, one started here for the duration of the move.
+    """
+    from tqdm import tqdm
+
+    from imagebank.dimse.scu import move
+
+    settings, target = _peer(ctx, peer)
+    to = destination or settings.dicom.ae_title
+    with _own_listener(ctx, needed=to == settings.dicom.ae_title), tqdm(unit="instance", delay=0.5) as bar:
+        result = move(settings.dicom, target, level, _keys(keys), to, root, progress=bar.update)
+    click.echo(f"moved to {to}: completed {result.completed}, warning {result.warning}, failed {result.failed} "
+               f"(status 0x{result.status:04X})")
+    for uid in result.failed_uids[:20]:
+        click.echo(f"  failed: {uid}")
+    sys.exit(1 if result.failed or result.status not in (0x0000, 0xB000) else 0)
+
+
+@remote.command("import")
+@click.argument("peer")
+@click.option("--patient-id", "patient_id", help="PatientID whose studies to import.")
+@click.option("--issuer", help="IssuerOfPatientID qualifying --patient-id.")
+@click.option("--accession", help="AccessionNumber of the study to import.")
+@click.option("--study", "study_uid", help="StudyInstanceUID of the study to import.")
+@click.option("--study-date", help="StudyDate or range, e.g. 20150101-20201231 or -20201231.")
+@click.option("--modality", help="Only studies with this modality (ModalitiesInStudy).")
+@click.option("--method", type=click.Choice(["get", "move"]), default="get", show_default=True,
+              help="C-GET on our association, or C-MOVE to our AE title (the peer must know our address).")
+@click.pass_context
+@_friendly_errors
+def remote_import(ctx: click.Context, peer: str, patient_id: str | None, issuer: str | None, accession: str | None,
+                  study_uid: str | None, study_date: str | None, modality: str | None, method: str) -> None:
+    """Import a patient's (prior) studies from PEER: only what is not here yet is retrieved, so an
+    interrupted import resumes when run again."""
+    from tqdm import tqdm
+
+    from imagebank.context import open_archive
+    from imagebank.dimse.importer import import_studies
+    from imagebank.security.audit import AuditEvent
+
+    settings, target = _peer(ctx, peer)
+    selection = {k: v for k, v in {"PatientID": patient_id, "IssuerOfPatientID": issuer, "AccessionNumber": accession,
+                                   "StudyInstanceUID": study_uid, "StudyDate": study_date,
+                                   "ModalitiesInStudy": modality}.items() if v}
+    archive = open_archive(settings)
+    with _own_listener(ctx, needed=method == "move"), tqdm(unit="instance", delay=0.5) as bar:
+        report = import_studies(settings.dicom, target, archive, selection, method,  # type: ignore[arg-type]
+                                progress=bar.update, planned=lambda n: setattr(bar, "total", n))
+    _, trail = _security(ctx)
+    trail.record(AuditEvent("110107", "C", 0 if not report.failed else 4, user_name="cli", patient_id=patient_id,
+                            object_type="remote-import", object_id=target.ae_title,
+                            detail={"studies": len(report.studies), "retrieved": report.retrieved,
+                                    "already_present": report.already_present, "failed": report.failed}))
+    click.echo(f"{len(report.studies)} studies on {target.ae_title}: {report.already_present} instances already here, "
+               f"retrieved {report.retrieved}, failed {report.failed}")
+    for failure in report.failures[:20]:
+        click.echo(f"  {failure}")
+    if report.failed:
+        click.echo("run the same command again to retry what is still missing")
+    sys.exit(1 if report.failed else 0)
+
+
+@contextmanager
+def _own_listener(ctx: click.Context, needed: bool) -> Iterator[None]:
+    """This archive's DICOM listener for the duration of a C-MOVE into it, unless one is already up."""
+    import socket
+
+    settings = _settings(ctx)
+    if not needed:
+        yield
+        return
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the listener's own server does
+        try:
+            probe.bind((settings.dicom.host, settings.dicom.port))
+            free = True
+        except OSError:
+            free = False
+    if not free:
+        yield  # the port is taken: `imagebank serve` (or another listener) receives the move
+        return
+    from imagebank.context import open_archive
+    from imagebank.dimse.scp import DicomListener
+
+    _, trail = _security(ctx)
+    listener = DicomListener(settings.dicom, open_archive(settings), trail)
+    listener.start()
+    try:
+        yield
+    finally:
+        listener.stop()
 
 
 @main.group()

@@ -321,3 +321,71 @@ def test_sixteen_simultaneous_associations_lose_nothing(listen: Any, secured: An
     stats = arch.index.stats()
     assert (stats["studies"], stats["series"], stats["instances"]) == (1, 16, 128)
     assert check_archive(arch).ok
+
+
+def test_client_disconnecting_mid_transfer_leaves_nothing_stored(listen: Any, secured: Any,
+                                                                 make_instance: Callable[..., bytes]) -> None:
+    """Half of a C-STORE's P-DATA fragments, then the TCP connection drops: nothing is stored, the
+    listener keeps serving, and the archive stays consistent."""
+    from pynetdicom.dimse_messages import C_STORE_RQ
+    from pynetdicom.dimse_primitives import C_STORE
+    from pynetdicom.dsutils import encode
+    from pynetdicom.pdu import P_DATA_TF
+
+    from imagebank.archive.consistency import check_archive
+
+    listener = listen()
+    arch = secured[0]
+    ds = _dataset(make_instance(1, pixels=True))
+    assoc = _scu("CT01").associate("127.0.0.1", listener.port, max_pdu=4096)
+    assert assoc.is_established
+    context = next(cx for cx in assoc.accepted_contexts if cx.abstract_syntax == CTImageStorage)
+    primitive = C_STORE()
+    primitive.MessageID, primitive.AffectedSOPClassUID = 1, ds.SOPClassUID
+    primitive.AffectedSOPInstanceUID, primitive.Priority = ds.SOPInstanceUID, 2
+    syntax = context.transfer_syntax[0]
+    primitive.DataSet = io.BytesIO(encode(ds, syntax.is_implicit_VR, syntax.is_little_endian))
+    message = C_STORE_RQ()
+    message.primitive_to_message(primitive)
+    fragments = list(message.encode_msg(context.context_id, assoc.acceptor.maximum_length))
+    assert len(fragments) > 10
+    sock = assoc.dul.socket.socket
+    for fragment in fragments[: len(fragments) // 2]:
+        pdu = P_DATA_TF()
+        pdu.from_primitive(fragment)
+        sock.sendall(pdu.encode())
+    sock.close()  # no A-ABORT, no release: the cable is pulled
+    assoc.dul.kill_dul()
+
+    again = _scu("CT01").associate("127.0.0.1", listener.port)
+    assert again.is_established and again.send_c_echo().Status == 0x0000
+    again.release()
+    assert arch.index.stats()["instances"] == 0
+    assert check_archive(arch).ok
+
+
+def test_relational_queries_are_negotiated_and_answered(listen: Any, secured: Any,
+                                                        make_instance: Callable[..., bytes]) -> None:
+    """SOP Class Extended Negotiation (PS3.4 C.5.1.1): relational queries accepted; a SERIES-level
+    query with no Study Instance UID matches series across studies."""
+    from pynetdicom.pdu_primitives import SOPClassExtendedNegotiation
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind as FIND  # type: ignore[attr-defined]
+
+    arch = secured[0]
+    arch.ingest(make_instance(1))
+    arch.ingest(make_instance(2, StudyInstanceUID="1.2.826.0.1.3680043.2.1125.66",
+                              SeriesInstanceUID="1.2.826.0.1.3680043.2.1125.66.1"))
+    listener = listen(peers=PEERS + [DicomPeerSettings(ae_title="FINDER", permissions=["archive:read"])])
+    scu = AE(ae_title="FINDER")
+    scu.add_requested_context(FIND)
+    item = SOPClassExtendedNegotiation()
+    item.sop_class_uid, item.service_class_application_information = FIND, b"\x01\x01\x01\x01"
+    assoc = scu.associate("127.0.0.1", listener.port, ext_neg=[item])
+    assert assoc.is_established
+    replies = {str(i.sop_class_uid): i.service_class_application_information
+               for i in assoc.acceptor.user_information if isinstance(i, SOPClassExtendedNegotiation)}
+    assert replies == {str(FIND): b"\x01\x00\x00\x00"}  # relational yes; combined date-time, fuzzy, timezone no
+    series_found = _find(assoc, {"QueryRetrieveLevel": "SERIES", "Modality": "", "SeriesInstanceUID": "",
+                                 "StudyInstanceUID": ""}, FIND)
+    assert [s for s, _ in series_found] == [0xFF00, 0xFF00, 0x0000]
+    assoc.release()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import pydicom
@@ -27,6 +28,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from imagebank.archive import Archive, Outcome
 from imagebank.config import DicomSettings
+from imagebank.dicom.transcode import TranscodeError, choose_syntax, decompressed
 from imagebank.dimse.status import (
     FIND_CANCELLED,
     FIND_IDENTIFIER_INVALID,
@@ -54,6 +56,13 @@ TRANSFER_SYNTAXES = [
     "1.2.840.10008.1.2.1", "1.2.840.10008.1.2", "1.2.840.10008.1.2.2",
     "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.91",
 ]
+
+_FIND_MODELS = {str(PatientRootQueryRetrieveInformationModelFind), str(StudyRootQueryRetrieveInformationModelFind)}
+_RETRIEVE_MODELS = {str(m) for m in (PatientRootQueryRetrieveInformationModelGet, StudyRootQueryRetrieveInformationModelGet,
+                                     PatientRootQueryRetrieveInformationModelMove, StudyRootQueryRetrieveInformationModelMove)}
+
+# Proposed after the stored syntax for C-MOVE sub-operations, to decompress into (PS3.5 A.2, A.1).
+FALLBACK_SYNTAXES = ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"]
 
 UNIQUE_KEY_OF_LEVEL = {level.name: key for level, key in UNIQUE_KEYS.items()}
 
@@ -150,6 +159,21 @@ class DicomListener:
                                          object_type="study", object_id=study_uid,
                                          detail={"instances": count, "end": event.event.name}))
 
+    def _on_sop_extended(self, event: Any) -> dict[str, bytes]:
+        """SOP Class Extended Negotiation for the query/retrieve models (PS3.4 C.5.1.1, C.5.2.1, C.5.3.1).
+
+        The index joins every level to its ancestors, so relational queries and retrieves are always
+        answered (byte 1 = 1). Combined date-time matching, fuzzy semantic person-name matching and
+        timezone adjustment are not offered (0), so the caller knows to expect hierarchical semantics.
+        """
+        replies: dict[str, bytes] = {}
+        for uid, info in (event.app_info or {}).items():
+            if str(uid) in _FIND_MODELS:
+                replies[uid] = bytes([1, 0, 0, 0])[: max(1, len(info))]
+            elif str(uid) in _RETRIEVE_MODELS:
+                replies[uid] = b"\x01"
+        return replies
+
     def _on_echo(self, event: Any) -> int:
         decision = decide_dimse(self._principal(event), "C-ECHO")
         return SUCCESS if decision.allowed else REFUSED_NOT_AUTHORIZED
@@ -242,12 +266,30 @@ class DicomListener:
         with self.archive.blobs.open(blob_key) as fh:
             return pydicom.dcmread(fh)
 
-    def _sub_operations(self, event: Any, matches: list[tuple[str, str, str, str]]) -> Any:
-        for _uid, blob_key, _sop_class, _ts in matches:
+    def _sub_operations(self, event: Any, matches: list[tuple[str, str, str, str]],
+                        receiver: Callable[[], Any]) -> Any:
+        """One pending yield per instance, each in a syntax the receiving association accepted.
+
+        ``receiver()`` is the association the C-STORE sub-operations go over (the C-GET association
+        itself, or the one opened to the C-MOVE destination). An instance whose stored syntax it did
+        not accept is decompressed when it accepted an uncompressed one; otherwise it is yielded as
+        stored and pynetdicom counts that sub-operation as failed (PS3.4 C.4.2.3.1, C.4.3.3.1).
+        """
+        accepted: dict[str, set[str]] | None = None
+        for _uid, blob_key, sop_class, stored_ts in matches:
             if event.is_cancelled:
                 yield FIND_CANCELLED, None
                 return
-            yield FIND_PENDING, self._load(blob_key)
+            if accepted is None:
+                accepted = _accepted_syntaxes(receiver())
+            ds = self._load(blob_key)
+            target = choose_syntax(stored_ts, accepted.get(sop_class, set()))
+            if target is not None and target != stored_ts:
+                try:
+                    ds = decompressed(ds)
+                except TranscodeError as exc:
+                    log.warning("cannot transcode instance for the receiver: %s", exc)
+            yield FIND_PENDING, ds
 
     def _on_get(self, event: Any) -> Any:
         matches, failure = self._matches_for_retrieve(event, "C-GET")
@@ -256,7 +298,7 @@ class DicomListener:
             yield failure, None
             return
         yield len(matches)
-        yield from self._sub_operations(event, matches)
+        yield from self._sub_operations(event, matches, lambda: event.assoc)
 
     def _on_move(self, event: Any) -> Any:
         destination = str(event.move_destination).strip()
@@ -270,17 +312,21 @@ class DicomListener:
             yield 1
             yield failure, None
             return
-        # Propose exactly what will be sent: each SOP class in the syntaxes its instances are stored in
-        # (no transcoding); a destination refusing one fails those sub-operations only (PS3.4 C.4.2.3).
+        # Propose each SOP class in the syntaxes its instances are stored in, then the uncompressed ones
+        # to decompress into for a destination that refuses those; a destination refusing the SOP class
+        # fails those sub-operations only (PS3.4 C.4.2.3). At most 128 contexts (PS3.8 9.3.2.2).
         proposed: dict[str, list[str]] = {}
         for _uid, _key, sop_class, ts in matches:
             syntaxes = proposed.setdefault(sop_class, [])
             if ts not in syntaxes:
                 syntaxes.append(ts)
-        contexts = [build_context(sop_class, syntaxes) for sop_class, syntaxes in list(proposed.items())[:128]]
-        yield peer.host, peer.port, {"ae_title": peer.ae_title, "contexts": contexts}
+        contexts = [build_context(sop_class, [*syntaxes, *(u for u in FALLBACK_SYNTAXES if u not in syntaxes)])
+                    for sop_class, syntaxes in list(proposed.items())[:128]]
+        store_association: list[Any] = []
+        yield peer.host, peer.port, {"ae_title": peer.ae_title, "contexts": contexts,
+                                     "evt_handlers": [(evt.EVT_ACCEPTED, lambda e: store_association.append(e.assoc))]}
         yield len(matches)
-        yield from self._sub_operations(event, matches)
+        yield from self._sub_operations(event, matches, lambda: store_association[0] if store_association else None)
 
     def _response(self, level: str, result: dict[str, Any]) -> Dataset:
         ds = Dataset()
@@ -297,6 +343,7 @@ class DicomListener:
         handlers: list[Any] = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_ECHO, self._on_echo),
                     (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find),
                                 (evt.EVT_C_GET, self._on_get), (evt.EVT_C_MOVE, self._on_move),
+                                (evt.EVT_SOP_EXTENDED, self._on_sop_extended),
                                 (evt.EVT_RELEASED, self._on_association_end), (evt.EVT_ABORTED, self._on_association_end)]
         self._server = self.ae.start_server(
             (self.settings.host, self.settings.port), block=False, evt_handlers=handlers,
@@ -310,6 +357,16 @@ class DicomListener:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+
+def _accepted_syntaxes(assoc: Any) -> dict[str, set[str]]:
+    """SOP Class UID → transfer syntaxes in which ``assoc`` lets us send C-STOREs."""
+    accepted: dict[str, set[str]] = {}
+    for context in getattr(assoc, "accepted_contexts", None) or []:
+        if context.as_scu is False:  # C-GET: the requestor must have accepted us in the SCU role
+            continue
+        accepted.setdefault(str(context.abstract_syntax), set()).update(str(t) for t in context.transfer_syntax)
+    return accepted
 
 
 def _match_value(elem: Any) -> Any:

@@ -21,8 +21,10 @@ from pynetdicom.association import Association
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
 
@@ -34,6 +36,11 @@ log = logging.getLogger(__name__)
 
 _FIND = {"STUDY": StudyRootQueryRetrieveInformationModelFind, "PATIENT": PatientRootQueryRetrieveInformationModelFind}
 _GET = {"STUDY": StudyRootQueryRetrieveInformationModelGet, "PATIENT": PatientRootQueryRetrieveInformationModelGet}
+_MOVE = {"STUDY": StudyRootQueryRetrieveInformationModelMove, "PATIENT": PatientRootQueryRetrieveInformationModelMove}
+
+# Final statuses of a retrieve (PS3.4 C.4.2.1.5, C.4.3.1.5) that still delivered something.
+_RETRIEVE_DONE = (0x0000, 0xB000)
+_RETRIEVE_PENDING = (0xFF00, 0xFF01)
 
 
 class RemoteError(ImagebankError):
@@ -103,6 +110,51 @@ class TransferSummary:
     failures: list[str] = field(default_factory=list)
 
 
+@dataclass
+class MoveResult:
+    """The sub-operation counts of a C-MOVE's last response (PS3.4 C.4.2.1.6)."""
+
+    status: int
+    completed: int = 0
+    failed: int = 0
+    warning: int = 0
+    failed_uids: list[str] = field(default_factory=list)
+
+
+def move(settings: DicomSettings, peer: DicomPeerSettings, level: str, keys: dict[str, str], destination: str,
+         root: str = "STUDY", progress: Callable[[int], None] = lambda _n: None) -> MoveResult:
+    """C-MOVE from ``peer`` to the AE title ``destination`` (which the peer must know by address).
+
+    ``progress`` gets the number of sub-operations finished since its last call, from the pending
+    responses' counts. Raises :class:`RemoteError` when the peer refuses the whole request.
+    """
+    model = _MOVE[root]
+    result = MoveResult(status=0xC000)
+    done = 0
+    with _associate(settings, peer, [model]) as assoc:
+        for status, identifier in assoc.send_c_move(_identifier(level, keys), destination, model):
+            if not status:
+                raise RemoteError(f"C-MOVE to {destination} via {peer.ae_title}: no response (association lost)")
+            code = int(status.Status)
+            finished = sum(int(status.get(k, 0) or 0) for k in (
+                "NumberOfCompletedSuboperations", "NumberOfFailedSuboperations", "NumberOfWarningSuboperations"))
+            if finished > done:
+                progress(finished - done)
+                done = finished
+            if code in _RETRIEVE_PENDING:
+                continue
+            result = MoveResult(code, int(status.get("NumberOfCompletedSuboperations", 0) or 0),
+                                int(status.get("NumberOfFailedSuboperations", 0) or 0),
+                                int(status.get("NumberOfWarningSuboperations", 0) or 0))
+            if identifier is not None and "FailedSOPInstanceUIDList" in identifier:
+                value = identifier.FailedSOPInstanceUIDList
+                result.failed_uids = [str(v) for v in (value if isinstance(value, list | tuple) else [value]) if v]
+            if code not in _RETRIEVE_DONE and code != 0xA702 and code != 0xFE00:
+                comment = str(status.get("ErrorComment", ""))
+                raise RemoteError(f"C-MOVE refused by {peer.ae_title}: status 0x{code:04X} {comment}".strip())
+    return result
+
+
 def store(settings: DicomSettings, peer: DicomPeerSettings, paths: list[Path],
           progress: Callable[[int], None] = lambda _n: None) -> TransferSummary:
     """C-STORE files to the peer (one association), in their stored transfer syntax."""
@@ -124,7 +176,8 @@ def store(settings: DicomSettings, peer: DicomPeerSettings, paths: list[Path],
 
 
 def get_into_archive(settings: DicomSettings, peer: DicomPeerSettings, archive: Archive, level: str,
-                     keys: dict[str, str], root: str = "STUDY") -> TransferSummary:
+                     keys: dict[str, str], root: str = "STUDY",
+                     progress: Callable[[int], None] = lambda _n: None) -> TransferSummary:
     """C-GET from the peer; every received instance goes through the archive's ingest pipeline.
 
     Re-running after an interruption is safe: what was already stored comes back as a duplicate.
@@ -140,7 +193,9 @@ def get_into_archive(settings: DicomSettings, peer: DicomPeerSettings, archive: 
         else:
             summary.counts["failed"] += 1
             summary.failures.append(f"{result.sop_instance_uid}: {result.reason}")
+            progress(1)
             return 0xC000
+        progress(1)
         return 0x0000
 
     storage = [str(cx.abstract_syntax) for cx in StoragePresentationContexts][:120]
@@ -149,7 +204,7 @@ def get_into_archive(settings: DicomSettings, peer: DicomPeerSettings, archive: 
     with _associate(settings, peer, [model, *storage], roles, [(evt.EVT_C_STORE, on_store)]) as assoc:
         for status, _ in assoc.send_c_get(_identifier(level, keys), model):
             code = int(status.Status) if status else 0xC000
-            if code not in (0x0000, 0xFF00, 0xB000):
+            if code not in (*_RETRIEVE_DONE, *_RETRIEVE_PENDING):
                 comment = str(status.get("ErrorComment", "")) if status else ""
                 raise RemoteError(f"C-GET refused by {peer.ae_title}: status 0x{code:04X} {comment}".strip())
     return summary
