@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -98,19 +99,29 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         click.echo("  first start: created user 'admin' with password  " + password)
         click.echo("  (shown once; change it with: imagebank users passwd admin)")
     click.echo(f"  open {scheme}://{host}:{port}/")
-    listener = None
+    listener, helpers = None, []
     if settings.dicom.enabled:
-        from imagebank.dimse.scp import DicomListener
+        import multiprocessing
 
+        from imagebank.dimse.scp import DicomListener, listener_processes, run_listener_process
+
+        processes = listener_processes(settings.dicom)
         listener = DicomListener(settings.dicom, archive, audit)
         try:
-            listener.start()
+            listener.start(reuse_port=processes > 1)
         except OSError as exc:
             raise ImagebankError(f"cannot listen for DICOM on {settings.dicom.host}:{settings.dicom.port}: "
                                  f"{exc.strerror or exc} (set dicom.port, or dicom.enabled = false)") from None
+        if processes > 1:
+            spawn = multiprocessing.get_context("spawn")
+            pinned = settings.model_copy(update={"dicom": settings.dicom.model_copy(update={"port": listener.port})})
+            helpers = [spawn.Process(target=run_listener_process, args=(pinned, os.getpid()), name=f"dicom-listener-{n}",
+                                     daemon=True) for n in range(1, processes)]
+            for helper in helpers:
+                helper.start()
         tls_note = " (TLS)" if settings.dicom.tls_certfile else ""
         click.echo(f"  DICOM listener {settings.dicom.ae_title} on {settings.dicom.host}:{listener.port}{tls_note}; "
-                   f"{len(settings.dicom.peers)} known peer(s)")
+                   f"{len(settings.dicom.peers)} known peer(s); {processes} process(es)")
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning",
                     ssl_certfile=sec.tls_certfile or None, ssl_keyfile=sec.tls_keyfile or None,
@@ -118,6 +129,10 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     finally:
         if listener is not None:
             listener.stop()
+        for helper in helpers:
+            helper.terminate()
+        for helper in helpers:
+            helper.join(10)
 
 
 @main.command()

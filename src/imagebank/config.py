@@ -120,6 +120,12 @@ class DicomSettings(_Section):
     allow_unknown_peers: bool = False
     peers: list[DicomPeerSettings] = Field(default_factory=list)
     max_associations: int = Field(default=32, ge=1)
+    # Maximum Length of a P-DATA PDU we receive (PS3.8 D.1): large PDUs mean far fewer PDUs to decode
+    # per image (a 512x512 CT slice is 32 PDUs at the common 16 KiB, 1 at 1 MiB). 0 means unlimited.
+    max_pdu_length: int = Field(default=1048576, ge=0)
+    # Listener processes sharing the port (SO_REUSEPORT: the kernel spreads associations over them),
+    # so parallel associations use every core instead of one interpreter's. 0 means one per CPU, at most 4.
+    processes: int = Field(default=0, ge=0, le=64)
     #: DICOM TLS (PS3.15 B.1 secure transport): PEM certificate and key; a CA file makes peers
     #: present a certificate it signed (mutual TLS).
     tls_certfile: str = ""

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +94,63 @@ class Stager:
         return stage(prepared)
 
 
+class _Slot:
+    __slots__ = ("item", "origin", "result", "error")
+
+    def __init__(self, item: StagedInstance, origin: str) -> None:
+        self.item, self.origin = item, origin
+        self.result: IngestResult | None = None
+        self.error: BaseException | None = None
+
+
+class GroupCommit:
+    """Index instances staged by concurrent callers (DICOM associations, STOW requests) in shared
+    transactions: one commit, one WAL fsync and one lock acquisition for everything that arrived
+    while the previous commit ran, instead of each thread queueing on the database's write lock.
+
+    No thread of its own: the first caller to find no commit running leads one for everything pending;
+    the others wait for their result. A caller returns only after its own instance is committed.
+    """
+
+    def __init__(self, commit: Callable[..., list[IngestResult]]) -> None:
+        self._commit = commit
+        self._changed = threading.Condition()
+        self._pending: list[_Slot] = []
+        self._leading = False
+
+    def submit(self, item: StagedInstance, origin: str) -> IngestResult:
+        slot = _Slot(item, origin)
+        with self._changed:
+            self._pending.append(slot)
+            while slot.result is None and slot.error is None and self._leading:
+                self._changed.wait()
+            if slot.result is None and slot.error is None:
+                self._leading = True
+                batch, self._pending = self._pending, []
+            else:
+                batch = []
+        if batch:
+            try:
+                for origin in dict.fromkeys(s.origin for s in batch):
+                    group = [s for s in batch if s.origin == origin]
+                    for member, result in zip(group, self._commit([s.item for s in group], origin=origin),
+                                              strict=True):
+                        member.result = result
+            except BaseException as exc:  # noqa: BLE001 - every waiter of the batch must hear of it
+                for member in batch:
+                    if member.result is None:
+                        member.error = exc
+            finally:
+                with self._changed:
+                    self._leading = False
+                    self._changed.notify_all()
+        if slot.error is not None:
+            raise slot.error
+        if slot.result is None:  # cannot happen: the leader of its batch set a result or an error
+            raise RuntimeError("group commit returned no result")
+        return slot.result
+
+
 class Archive:
     """Index + blob store + events, with the ingest rules of :class:`IngestSettings`."""
 
@@ -103,6 +161,7 @@ class Archive:
         self.settings = settings
         self.stager = Stager(blobs, settings)
         self.events = events or EventBus()
+        self._group_commit = GroupCommit(self.commit_staged)
 
     # ------------------------------------------------------------ single instance
 
@@ -126,7 +185,7 @@ class Archive:
             log.error("blob store write failed for %s: %s", prepared.sop_instance_uid, exc)
             return IngestResult(Outcome.REJECTED, prepared.sop_instance_uid, reason="out-of-resources",
                                 message="the archive could not store the instance (storage failure)")
-        return self.commit_staged([stage(prepared)], origin=origin)[0]
+        return self._group_commit.submit(stage(prepared), origin)
 
     # ------------------------------------------------------------------- batches
 

@@ -9,9 +9,13 @@ byte for byte as encoded on the wire (the File Meta is added, the data set is no
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import socket
 import ssl
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pydicom
 from pydicom import Dataset
@@ -25,9 +29,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
+from pynetdicom.transport import ThreadedAssociationServer
 
 from imagebank.archive import Archive, Outcome
-from imagebank.config import DicomSettings
+from imagebank.config import DicomSettings, Settings
 from imagebank.dicom.transcode import TranscodeError, choose_syntax, decompressed
 from imagebank.dimse.status import (
     FIND_CANCELLED,
@@ -94,6 +99,7 @@ class DicomListener:
         self._server: Any = None
         ae = AE(ae_title=settings.ae_title)
         ae.maximum_associations = settings.max_associations
+        ae.maximum_pdu_size = settings.max_pdu_length
         ae.require_called_aet = False  # many modalities send a generic called AE title
         ae.add_supported_context(Verification)
         for model in (PatientRootQueryRetrieveInformationModelFind, StudyRootQueryRetrieveInformationModelFind,
@@ -339,15 +345,23 @@ class DicomListener:
 
     # ------------------------------------------------------------------ server
 
-    def start(self) -> None:
+    def start(self, *, reuse_port: bool = False) -> None:
+        """Listen (in background threads). ``reuse_port``: share the port with other listener processes."""
         handlers: list[Any] = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_ECHO, self._on_echo),
                     (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find),
                                 (evt.EVT_C_GET, self._on_get), (evt.EVT_C_MOVE, self._on_move),
                                 (evt.EVT_SOP_EXTENDED, self._on_sop_extended),
                                 (evt.EVT_RELEASED, self._on_association_end), (evt.EVT_ABORTED, self._on_association_end)]
-        self._server = self.ae.start_server(
-            (self.settings.host, self.settings.port), block=False, evt_handlers=handlers,
-            ssl_context=_tls_context(self.settings))
+        if not reuse_port:
+            self._server = self.ae.start_server(
+                (self.settings.host, self.settings.port), block=False, evt_handlers=handlers,
+                ssl_context=_tls_context(self.settings))
+            return
+        # As AE.start_server(block=False) does, with a server class that sets SO_REUSEPORT.
+        self._server = self.ae.make_server((self.settings.host, self.settings.port), evt_handlers=handlers,
+                                           ssl_context=_tls_context(self.settings), server_class=_ReusePortServer)
+        self.ae._servers.append(self._server)  # as start_server does: shutdown() removes it from there
+        threading.Thread(target=self._server.serve_forever, name="DicomListener", daemon=True).start()
 
     @property
     def port(self) -> int:
@@ -357,6 +371,36 @@ class DicomListener:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+
+
+class _ReusePortServer(ThreadedAssociationServer):
+    def server_bind(self) -> None:
+        cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+
+def listener_processes(settings: DicomSettings) -> int:
+    return settings.processes or max(1, min(os.cpu_count() or 1, 4))
+
+
+def run_listener_process(settings: Settings, parent: int) -> None:
+    """Entry point of an extra listener process started by ``imagebank serve`` (spawned, so nothing is
+    inherited but the settings): its own index connections and audit trail, the shared port."""
+    from imagebank.context import open_archive, open_security
+
+    archive = open_archive(settings)
+    _, audit = open_security(settings, archive.index.engine)
+    listener = DicomListener(settings.dicom, archive, audit)
+    stop = threading.Event()
+    if os.getppid() != parent:
+        return  # `serve` is gone already
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    listener.start(reuse_port=True)
+    while not stop.wait(1.0):
+        if os.getppid() != parent:  # `serve` was killed without a chance to stop us: do not linger on the port
+            break
+    listener.stop()
 
 
 def _accepted_syntaxes(assoc: Any) -> dict[str, set[str]]:

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, Select, select
 from imagebank.errors import ImagebankError
 from imagebank.query.matching import MatchError, condition
 from imagebank.query.model import ATTRIBUTES, UNIQUE_KEYS, Level
+from imagebank.storage.database import read_only
 from imagebank.storage.schema import instance_headers, instances, patients, series, studies
 
 #: Keys that steer the query rather than match anything.
@@ -111,7 +112,7 @@ def find(engine: Engine, level: Level | str, identifier: Mapping[str, Any], *, r
         stmt = stmt.limit(limit)
 
     results = []
-    with engine.connect() as conn:
+    with read_only(engine) as conn:
         for row in conn.execute(stmt):
             mapping = row._mapping
             result = {k: mapping[k] for k in columns}

@@ -11,10 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+READ_ONLY = "imagebank_read_only"
+
+
+def read_only(engine: Engine) -> Connection:
+    """A connection for reads only. On SQLite it reads a WAL snapshot without taking the write lock
+    (a plain ``engine.connect()`` would BEGIN IMMEDIATE and queue behind every writer)."""
+    return engine.connect().execution_options(**{READ_ONLY: True})
 
 
 def create_index_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -50,7 +59,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # Writers take the write lock up front (no deadlock when a read transaction later writes);
+        # connections opened with read_only() start a deferred snapshot that never waits for writers.
+        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
 
 
 def _alembic_config(engine: Engine) -> Any:

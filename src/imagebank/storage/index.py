@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from imagebank.dicom.attributes import IndexRecord
+from imagebank.storage.database import read_only
 from imagebank.storage.schema import (
     ingest_log,
     ingest_sources,
@@ -212,7 +213,7 @@ class MetadataIndex:
 
     def blob_key_for(self, sop_instance_uid: str) -> tuple[str, str] | None:
         """``(blob_key, sha256)`` of a stored instance, or ``None``."""
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             row = conn.execute(select(instances.c.blob_key, instances.c.sha256).where(
                 instances.c.sop_instance_uid == sop_instance_uid)).first()
         return (row.blob_key, row.sha256) if row else None
@@ -220,7 +221,7 @@ class MetadataIndex:
     def blob_keys_for(self, sop_instance_uids: Sequence[str]) -> dict[str, str]:
         """``SOPInstanceUID -> blob key`` for the stored ones among ``sop_instance_uids``."""
         found: dict[str, str] = {}
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             for start in range(0, len(sop_instance_uids), 500):
                 chunk = list(sop_instance_uids[start:start + 500])
                 found.update(conn.execute(select(instances.c.sop_instance_uid, instances.c.blob_key).where(
@@ -228,7 +229,7 @@ class MetadataIndex:
         return found
 
     def is_blob_referenced(self, blob_key: str) -> bool:
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             return conn.execute(select(instances.c.id).where(instances.c.blob_key == blob_key).limit(1)).first() is not None
 
     def journal(self, job_key: str, source_keys: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -236,7 +237,7 @@ class MetadataIndex:
 
         Asked chunk by chunk, so resuming a job over millions of files never loads its whole journal.
         """
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             rows = conn.execute(select(ingest_sources.c.source_key, ingest_sources.c.size, ingest_sources.c.mtime_ns)
                                 .where(ingest_sources.c.job_key == job_key,
                                        ingest_sources.c.source_key.in_(source_keys)))
@@ -244,7 +245,7 @@ class MetadataIndex:
 
     def stats(self) -> dict[str, Any]:
         """Counts and sizes for ``imagebank stats`` and the home page."""
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             counts: dict[str, int] = {
                 "patients": conn.execute(select(func.count()).select_from(patients)).scalar_one(),
                 "studies": conn.execute(select(func.count()).select_from(studies)).scalar_one(),
@@ -262,7 +263,7 @@ class MetadataIndex:
 
     def recent_studies(self, limit: int = 50) -> list[dict[str, Any]]:
         """Most recently updated studies with their patient, for the home page."""
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             rows = conn.execute(
                 select(studies.c.study_instance_uid, studies.c.study_date, studies.c.study_description,
                        studies.c.modalities_in_study, studies.c.accession_number,

@@ -34,10 +34,9 @@ class FilesystemBlobStore:
 
     def put(self, key: str, data: bytes | BinaryIO) -> None:
         final = self._path(key)
-        final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
         try:
-            with open(tmp, "wb") as out:
+            with self._create(tmp) as out:
                 if isinstance(data, (bytes, bytearray, memoryview)):
                     out.write(data)
                 else:
@@ -51,6 +50,16 @@ class FilesystemBlobStore:
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StorageError(f"cannot write blob {key}: {exc.strerror or exc}") from exc
+
+    @staticmethod
+    def _create(tmp: Path) -> BinaryIO:
+        """Open ``tmp`` for writing, creating its directory only when missing (the common case, an
+        existing ``ab/cd`` directory, costs no mkdir system calls)."""
+        try:
+            return open(tmp, "wb")
+        except FileNotFoundError:
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            return open(tmp, "wb")
 
     @staticmethod
     def _fsync_dir(directory: Path) -> None:
