@@ -155,3 +155,52 @@ def test_subscribers_hear_about_stored_instances_only(archive: Archive, make_ins
     archive.ingest(data)  # duplicate: no event
     archive.ingest(make_instance(2, PatientID=None))  # rejected: no event
     assert len(heard) == 1 and heard[0].origin == "api" and not heard[0].replaced
+
+
+def test_group_commit_shares_transactions_and_reports_each_result() -> None:
+    import threading
+
+    from imagebank.archive.pipeline import GroupCommit
+
+    batches: list[list[int]] = []
+    entered = threading.Event()
+    release = threading.Event()
+
+    def commit(items: list[int], *, origin: str) -> list[str]:
+        batches.append(list(items))
+        if len(batches) == 1:
+            entered.set()
+            release.wait(10)  # the others arrive while this commit runs
+        return [f"{origin}:{i}" for i in items]
+
+    group = GroupCommit(commit)  # type: ignore[arg-type]
+    results: dict[int, str] = {}
+    first = threading.Thread(target=lambda: results.update({0: group.submit(0, "a")}))  # type: ignore[arg-type]
+    first.start()
+    assert entered.wait(10)
+    others = [threading.Thread(target=lambda n=n: results.update({n: group.submit(n, "a")}))  # type: ignore[arg-type, misc]
+              for n in range(1, 6)]
+    for t in others:
+        t.start()
+    import time
+
+    time.sleep(0.3)
+    release.set()
+    for t in [first, *others]:
+        t.join(10)
+    assert results == {n: f"a:{n}" for n in range(6)}
+    assert batches[0] == [0] and sorted(batches[1]) == [1, 2, 3, 4, 5]  # one shared commit for the rest
+
+
+def test_group_commit_failure_reaches_every_waiter_of_the_batch() -> None:
+    from imagebank.archive.pipeline import GroupCommit
+
+    def commit(items: list[int], *, origin: str) -> list[str]:
+        raise OSError("disk gone")
+
+    group = GroupCommit(commit)  # type: ignore[arg-type]
+    with pytest.raises(OSError, match="disk gone"):
+        group.submit(1, "a")  # type: ignore[arg-type]
+    # The next caller leads a new commit: nothing is left stuck.
+    with pytest.raises(OSError):
+        group.submit(2, "a")  # type: ignore[arg-type]

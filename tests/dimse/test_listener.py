@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import ssl
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -120,15 +121,20 @@ def test_dicom_tls(listen: Any, tmp_path: Path) -> None:
     assert not plain.is_established
 
 
-def test_serve_starts_the_dicom_listener(tmp_path: Path) -> None:
+def test_serve_starts_the_dicom_listener(tmp_path: Path, make_instance: Callable[..., bytes]) -> None:
+    """`serve` with two listener processes on one port: parallel associations all land."""
     import os
     import subprocess
     import sys
+    import threading
     import time
+
+    from tests.test_cli import run
 
     dicom_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
-    env.update(IMAGEBANK_DICOM__PORT=str(dicom_port), IMAGEBANK_DICOM__PEERS='[{"ae_title": "CT01"}]')
+    env.update(IMAGEBANK_DICOM__PORT=str(dicom_port), IMAGEBANK_DICOM__PEERS='[{"ae_title": "CT01"}]',
+               IMAGEBANK_DICOM__PROCESSES="2")
     proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(tmp_path / "d"), "serve", "--port",
                              str(free_port())], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -141,10 +147,25 @@ def test_serve_starts_the_dicom_listener(tmp_path: Path) -> None:
             time.sleep(0.3)
         assert assoc.send_c_echo().Status == 0x0000
         assoc.release()
+        time.sleep(3)  # let the second listener process come up (spawned, so it imports afresh)
+        statuses: list[int] = []
+
+        def send(n: int) -> None:
+            sender = _scu("CT01").associate("127.0.0.1", dicom_port)
+            statuses.append(int(sender.send_c_store(_dataset(make_instance(n))).Status))
+            sender.release()
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(1, 9)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert statuses == [0] * 8
     finally:
         proc.terminate()
-        out, _ = proc.communicate(timeout=10)
-    assert f"DICOM listener IMAGEBANK on 127.0.0.1:{dicom_port}; 1 known peer(s)" in out
+        out, _ = proc.communicate(timeout=20)
+    assert f"DICOM listener IMAGEBANK on 127.0.0.1:{dicom_port}; 1 known peer(s); 2 process(es)" in out
+    assert json.loads(run("stats", "--json", data=tmp_path / "d").stdout)["instances"] == 8
 
 
 def _find(assoc: Any, identifier: dict[str, str], model: Any) -> list[tuple[int, Any]]:
@@ -334,7 +355,7 @@ def test_client_disconnecting_mid_transfer_leaves_nothing_stored(listen: Any, se
 
     from imagebank.archive.consistency import check_archive
 
-    listener = listen()
+    listener = listen(max_pdu_length=16382)  # the common PDU size: an image is many fragments
     arch = secured[0]
     ds = _dataset(make_instance(1, pixels=True))
     assoc = _scu("CT01").associate("127.0.0.1", listener.port, max_pdu=4096)
