@@ -108,6 +108,9 @@ class DicomPeerSettings(_Section):
     #: What the peer may do: archive:read (C-FIND/MOVE/GET), archive:write (C-STORE). Least privilege
     #: by default: a peer may store; reading identified data must be granted explicitly.
     permissions: list[str] = Field(default_factory=lambda: ["archive:write"])
+    #: With mutual DICOM TLS (dicom.tls_ca_file): the name (certificate subject CN or DNS SAN) the
+    #: peer's client certificate must carry, so a certificate issued to one peer cannot use another's AE title.
+    tls_subject: str = ""
 
 
 class DicomSettings(_Section):

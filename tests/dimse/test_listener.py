@@ -410,3 +410,45 @@ def test_relational_queries_are_negotiated_and_answered(listen: Any, secured: An
                                  "StudyInstanceUID": ""}, FIND)
     assert [s for s, _ in series_found] == [0xFF00, 0xFF00, 0x0000]
     assoc.release()
+
+
+def _client_certificate(folder: Path, common_name: str) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    folder.mkdir()
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    return folder / "cert.pem", folder / "key.pem"
+
+
+def test_mutual_tls_binds_the_certificate_to_the_ae_title(listen: Any, tmp_path: Path) -> None:
+    """A peer with tls_subject is recognised only over a client certificate naming it: the CT01
+    certificate cannot call in as CT02 (nor as CT01 without a certificate: TLS requires one)."""
+    server_cert, server_key = _self_signed(tmp_path)
+    client_cert, client_key = _client_certificate(tmp_path / "ct01", "ct01.radiology.example")
+    peers = [DicomPeerSettings(ae_title="CT01", tls_subject="ct01.radiology.example"),
+             DicomPeerSettings(ae_title="CT02", tls_subject="ct02.radiology.example")]
+    listener = listen(peers=peers, tls_certfile=str(server_cert), tls_keyfile=str(server_key),
+                      tls_ca_file=str(client_cert))
+
+    def call(title: str) -> Any:
+        client = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(server_cert))
+        client.load_cert_chain(str(client_cert), str(client_key))
+        return _scu(title).associate("127.0.0.1", listener.port, tls_args=(client, "127.0.0.1"))
+
+    own = call("CT01")
+    assert own.is_established and own.send_c_echo().Status == 0x0000
+    own.release()
+    assert call("CT02").is_rejected

@@ -76,8 +76,23 @@ REJECT_CALLING_AE = (0x01, 0x01, 0x03)
 
 
 def peers_from_settings(settings: DicomSettings) -> list[DicomPeer]:
-    return [DicomPeer(p.ae_title, p.host or None, frozenset(Permission(x) for x in p.permissions))
-            for p in settings.peers]
+    return [DicomPeer(p.ae_title, p.host or None, frozenset(Permission(x) for x in p.permissions),
+                      p.tls_subject or None) for p in settings.peers]
+
+
+def certificate_names(assoc: Any) -> frozenset[str]:
+    """Subject CN and DNS SANs of the association's verified client certificate (empty without one)."""
+    sock = getattr(getattr(getattr(assoc, "dul", None), "socket", None), "socket", None)
+    cert: Any
+    try:
+        cert = sock.getpeercert() if isinstance(sock, ssl.SSLSocket) else None
+    except (OSError, ValueError):
+        cert = None
+    if not cert:
+        return frozenset()
+    names = {value for rdn in cert.get("subject", ()) for key, value in rdn if key == "commonName"}
+    names |= {value for kind, value in cert.get("subjectAltName", ()) if kind == "DNS"}
+    return frozenset(names)
 
 
 def _tls_context(settings: DicomSettings) -> ssl.SSLContext | None:
@@ -120,7 +135,7 @@ class DicomListener:
         if cached is not None:
             return cached  # type: ignore[no-any-return]
         title = str(assoc.requestor.ae_title).strip()
-        principal = peer_principal(title, assoc.requestor.address, self.peers)
+        principal = peer_principal(title, assoc.requestor.address, self.peers, certificate_names(assoc))
         if principal is None and self.settings.allow_unknown_peers:
             principal = Principal(kind="dicom-peer", name=title, roles=frozenset({Role.SERVICE}),
                                   scopes=frozenset({Permission.AUTHENTICATED, Permission.ARCHIVE_WRITE}),
@@ -131,7 +146,7 @@ class DicomListener:
     def _on_requested(self, event: Any) -> None:
         requestor = event.assoc.requestor
         calling = str(requestor.primitive.calling_ae_title if requestor.primitive else requestor.ae_title).strip()
-        principal = peer_principal(calling, requestor.address, self.peers)
+        principal = peer_principal(calling, requestor.address, self.peers, certificate_names(event.assoc))
         if principal is None and not self.settings.allow_unknown_peers:
             log.warning("refused association from unknown AE %r at %s", calling, requestor.address)
             self.audit.record(AuditEvent("110113", "E", 4, user_name=f"ae:{calling}", network_address=requestor.address,

@@ -72,6 +72,7 @@ class DicomPeer:
     ae_title: str
     host: str | None = None  # None: any address
     permissions: frozenset[Permission] = frozenset({Permission.ARCHIVE_WRITE})
+    tls_subject: str | None = None  # None: any (or no) client certificate
 
 
 #: DIMSE service -> permission it needs (PS3.4 Annex A Verification, B Storage, C Query/Retrieve).
@@ -84,13 +85,18 @@ DIMSE_PERMISSIONS: dict[str, Permission] = {
 }
 
 
-def peer_principal(calling_ae: str, address: str, peers: list[DicomPeer]) -> Principal | None:
+def peer_principal(calling_ae: str, address: str, peers: list[DicomPeer],
+                   certificate_names: frozenset[str] = frozenset()) -> Principal | None:
     """The principal of an association request, or ``None``: unknown callers are refused by default.
 
     AE titles compare without the space padding DICOM allows (PS3.5 6.2, AE value representation).
+    A peer bound to a TLS subject matches only over an association whose verified client certificate
+    names it (``certificate_names``: subject CN and DNS SANs; PS3.15 B.1 identifies TLS nodes by certificate).
     """
     title = calling_ae.strip()
     for peer in peers:
+        if peer.tls_subject is not None and peer.tls_subject not in certificate_names:
+            continue
         if peer.ae_title.strip() == title and (peer.host is None or peer.host == address):
             return Principal(kind="dicom-peer", name=title, roles=frozenset({Role.SERVICE}),
                              scopes=peer.permissions | {Permission.AUTHENTICATED}, address=address)
