@@ -149,5 +149,5 @@ def import_studies(settings: DicomSettings, peer: DicomPeerSettings, archive: Ar
                 # running the import again retries exactly what is still missing.
                 report.failed += request.instances
                 report.failures.append(f"series {request.keys.get('SeriesInstanceUID', '?')}: {exc}")
-                log.warning("retrieve of a series from %s failed: %s", peer.ae_title, exc)
+                log.warning("retrieve of a series from %s failed (see the import report)", peer.ae_title)  # no PHI
     return report
