@@ -136,6 +136,20 @@ class DicomSettings(_Section):
     tls_ca_file: str = ""
 
 
+class DicomwebSettings(_Section):
+    """DICOMweb (PS3.18) under ``/dicom-web``, and the OHIF viewer at ``/viewer``."""
+
+    #: Largest STOW-RS request body; bigger ones are refused with 413 before or while streaming.
+    max_request_mb: int = Field(default=4096, ge=1)
+    #: Most results one QIDO-RS response holds; a larger ``limit`` is cut to it (with a Warning header).
+    max_results: int = Field(default=1000, ge=1, le=100_000)
+    #: Instances staged in parallel while a STOW-RS request streams in.
+    stow_parallelism: int = Field(default=4, ge=1, le=64)
+    #: Where the OHIF viewer's ``dist/`` is installed (``imagebank viewer install``); empty means
+    #: ``~/.cache/imagebank/viewer/ohif-<version>``.
+    viewer_dir: str = ""
+
+
 class Settings(_Section):
     data_dir: Path
     database: DatabaseSettings = DatabaseSettings()
@@ -144,6 +158,7 @@ class Settings(_Section):
     server: ServerSettings = ServerSettings()
     security: SecuritySettings = SecuritySettings()
     dicom: DicomSettings = DicomSettings()
+    dicomweb: DicomwebSettings = DicomwebSettings()
 
     @property
     def audit_key_path(self) -> Path:

@@ -40,15 +40,17 @@ class IngestResult:
     reason: str | None = None
     message: str | None = None
     attribute: str | None = None
+    sop_class_uid: str | None = None
 
     @property
     def accepted(self) -> bool:
         return self.outcome in (Outcome.STORED, Outcome.DUPLICATE, Outcome.REPLACED)
 
     @classmethod
-    def rejected(cls, exc: RejectedInstance, sop_instance_uid: str | None = None) -> IngestResult:
+    def rejected(cls, exc: RejectedInstance, sop_instance_uid: str | None = None,
+                 sop_class_uid: str | None = None) -> IngestResult:
         return cls(Outcome.REJECTED, sop_instance_uid, reason=exc.reason, message=exc.message,
-                   attribute=exc.attribute)
+                   attribute=exc.attribute, sop_class_uid=sop_class_uid)
 
 
 def stage(prepared: PreparedInstance) -> StagedInstance:
@@ -165,12 +167,34 @@ class Archive:
 
     # ------------------------------------------------------------ single instance
 
-    def ingest(self, source: bytes | str | os.PathLike[str], *, origin: str = "api") -> IngestResult:
-        """Ingest one PS3.10 file (bytes or path). Never raises for bad input: see the result."""
+    def ingest(self, source: bytes | str | os.PathLike[str], *, origin: str = "api",
+               study_instance_uid: str | None = None) -> IngestResult:
+        """Ingest one PS3.10 file (bytes or path). Never raises for bad input: see the result.
+
+        ``study_instance_uid``: the study the sender says the instance belongs to (STOW-RS
+        ``POST /studies/{study}``); an instance of another study is rejected, nothing is written.
+        """
+        staged = self.stage(source, origin=origin, study_instance_uid=study_instance_uid)
+        if isinstance(staged, IngestResult):
+            return staged
+        return self._group_commit.submit(staged, origin)
+
+    def stage(self, source: bytes | str | os.PathLike[str], *, origin: str = "api",
+              study_instance_uid: str | None = None) -> StagedInstance | IngestResult:
+        """First half of :meth:`ingest`: parse, validate and write the blob, index nothing.
+
+        Returns the final result when there is nothing to index (refused, identical re-send), else
+        the staged instance for :meth:`commit_staged` -- or for :meth:`discard_staged` when the
+        request it came in fails as a whole (a truncated STOW-RS body indexes nothing).
+        """
         try:
             prepared, payload = self.stager.prepare(source)
         except RejectedInstance as exc:
             return IngestResult.rejected(exc)
+        if study_instance_uid is not None and prepared.record.study["study_instance_uid"] != study_instance_uid:
+            return IngestResult.rejected(RejectedInstance(
+                "study-mismatch", f"StudyInstanceUID is not {study_instance_uid}, the study in the request URL",
+                "StudyInstanceUID"), prepared.sop_instance_uid, prepared.record.instance["sop_class_uid"])
         # Cheap pre-check so re-sent identical instances and refused conflicts write no blob at all.
         known = self.index.blob_key_for(prepared.sop_instance_uid)
         if known is not None:
@@ -184,8 +208,15 @@ class Archive:
         except StorageError as exc:
             log.error("blob store write failed for %s: %s", prepared.sop_instance_uid, exc)
             return IngestResult(Outcome.REJECTED, prepared.sop_instance_uid, reason="out-of-resources",
-                                message="the archive could not store the instance (storage failure)")
-        return self._group_commit.submit(stage(prepared), origin)
+                                message="the archive could not store the instance (storage failure)",
+                                sop_class_uid=prepared.record.instance["sop_class_uid"])
+        return stage(prepared)
+
+    def discard_staged(self, items: Sequence[StagedInstance]) -> None:
+        """Forget staged instances that will not be indexed: delete their blobs unless referenced."""
+        for item in items:
+            if not self.index.is_blob_referenced(item.blob_key):
+                self.blobs.delete(item.blob_key)
 
     # ------------------------------------------------------------------- batches
 
@@ -223,4 +254,5 @@ class Archive:
             study_instance_uid=rec.study["study_instance_uid"],
             series_instance_uid=rec.series["series_instance_uid"],
             reason=outcome.reason, message=outcome.message, attribute=outcome.attribute,
+            sop_class_uid=rec.instance["sop_class_uid"],
         )

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from sqlalchemy import Engine, Select, select
+from sqlalchemy import Engine, Select, func, select
 
 from imagebank.errors import ImagebankError
 from imagebank.query.matching import MatchError, condition
@@ -59,14 +60,52 @@ def _header_value(header: dict[str, Any], keyword: str) -> Any:
     return values[0] if len(values) == 1 else "\\".join(str(v) for v in values)
 
 
+@dataclass
+class _Plan:
+    stmt: Select[Any]
+    columns: dict[str, Any]
+    from_header: list[str]
+    requested: list[str]
+    level: Level
+
+
 def find(engine: Engine, level: Level | str, identifier: Mapping[str, Any], *, root: str = "STUDY",
-         limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+         limit: int | None = None, offset: int = 0, fuzzy: bool = False) -> list[dict[str, Any]]:
     """Matches of ``identifier`` (keyword -> value; empty value = return key only) at ``level``.
 
     ``root`` is the information model: ``PATIENT`` (Patient Root) or ``STUDY`` (Study Root, which has
     no PATIENT level). Each result maps every requested keyword, plus the unique keys of ``level`` and
-    the levels above it, to its value (``None`` when empty).
+    the levels above it, to its value (``None`` when empty). ``fuzzy``: person names also match on
+    the start of any name component (QIDO-RS ``fuzzymatching=true``, PS3.18 8.3.4.1).
     """
+    plan = _plan(level, identifier, root, fuzzy)
+    stmt = plan.stmt.order_by(*_ORDER[plan.level]).offset(offset)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    results = []
+    with read_only(engine) as conn:
+        for row in conn.execute(stmt):
+            mapping = row._mapping
+            result = {k: mapping[k] for k in plan.columns}
+            if plan.from_header:
+                header = json.loads(mapping["_header"])
+                result.update({k: _header_value(header, k) for k in plan.from_header})
+            for keyword in plan.requested:
+                result.setdefault(keyword, None)
+            results.append(result)
+    return results
+
+
+def count(engine: Engine, level: Level | str, identifier: Mapping[str, Any], *, root: str = "STUDY",
+          fuzzy: bool = False) -> int:
+    """How many entities :func:`find` would return without a limit (for paging totals)."""
+    plan = _plan(level, identifier, root, fuzzy)
+    stmt = plan.stmt.with_only_columns(func.count(), maintain_column_froms=True)
+    with read_only(engine) as conn:
+        return int(conn.execute(stmt).scalar_one())
+
+
+def _plan(level: Level | str, identifier: Mapping[str, Any], root: str, fuzzy: bool) -> _Plan:
     try:
         level = Level[level] if isinstance(level, str) else level
     except KeyError:
@@ -98,7 +137,7 @@ def find(engine: Engine, level: Level | str, identifier: Mapping[str, Any], *, r
                                f"{level.name}-level query (PS3.4 C.4.1.2.1)")
         columns[keyword] = attr.column.label(keyword)
         try:
-            where = condition(attr, identifier.get(keyword))
+            where = condition(attr, identifier.get(keyword), fuzzy=fuzzy)
         except MatchError as exc:
             raise InvalidQuery(str(exc)) from None
         if where is not None:
@@ -107,20 +146,4 @@ def find(engine: Engine, level: Level | str, identifier: Mapping[str, Any], *, r
     if from_header:
         stmt = stmt.join(instance_headers, instance_headers.c.instance_pk == instances.c.id)
         stmt = stmt.add_columns(instance_headers.c.dicom_json.label("_header"))
-    stmt = stmt.order_by(*_ORDER[level]).offset(offset)
-    if limit is not None:
-        stmt = stmt.limit(limit)
-
-    results = []
-    with read_only(engine) as conn:
-        for row in conn.execute(stmt):
-            mapping = row._mapping
-            result = {k: mapping[k] for k in columns}
-            if from_header:
-                header = json.loads(mapping["_header"])
-                result.update({k: _header_value(header, k) for k in from_header})
-            for keyword in requested:
-                result.setdefault(keyword, None)
-            results.append(result)
-    return results
-
+    return _Plan(stmt, columns, from_header, requested, level)

@@ -38,6 +38,22 @@ def _like(value: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
+_ALNUM = re.compile(r"^[A-Z0-9]*[A-Y0-8]$")
+
+
+def _prefixed_like(column: Any, pattern: str) -> ColumnElement[bool]:
+    """``column LIKE pattern`` plus, for a pattern with a literal prefix, the equivalent range on the
+    column so a B-tree index can answer it (SQLite's case-insensitive LIKE and PostgreSQL's LIKE under
+    a non-C collation cannot use a plain index). Only letter/digit prefixes get the range: those sort
+    the same way bytewise and under the usual collations."""
+    like = column.like(_like(pattern), escape=ESCAPE)
+    literal = re.split(r"[*?]", pattern, maxsplit=1)[0]
+    if len(literal) < 1 or not _ALNUM.match(literal):
+        return like
+    upper = literal[:-1] + chr(ord(literal[-1]) + 1)
+    return and_(column >= literal, column < upper, like)
+
+
 def _check_temporal(attr: Attribute, value: str) -> str:
     if attr.vr == "DA":
         value = value.replace(".", "")  # ACR-NEMA "YYYY.MM.DD" is still seen in the wild
@@ -72,7 +88,7 @@ def _range(attr: Attribute, value: str) -> ColumnElement[bool]:
     return and_(*conditions)
 
 
-def _single(attr: Attribute, value: str) -> ColumnElement[bool]:
+def _single(attr: Attribute, value: str, fuzzy: bool = False) -> ColumnElement[bool]:
     wild = ("*" in value or "?" in value) and attr.vr not in _NO_WILDCARD_VRS
     if wild and value.strip("*") == "":
         return true()  # "*" alone is universal matching
@@ -87,11 +103,17 @@ def _single(attr: Attribute, value: str) -> ColumnElement[bool]:
         return ("\\" + attr.column + "\\").like("%\\" + _like(value) + "\\%", escape=ESCAPE)
     if attr.vr == "PN" and attr.search_column is not None:
         folded = fold_person_name(value) or ""
+        if fuzzy and folded.strip("*?"):
+            # Fuzzy (PS3.18 8.3.4.1; the behaviour is the archive's to define): the value matches the
+            # start of any word of the name, family or given, in any case and without accents.
+            start = folded if folded.endswith("*") else folded + "*"
+            return or_(_prefixed_like(attr.search_column, start),
+                       attr.search_column.like("% " + _like(start), escape=ESCAPE))
         if "*" in folded or "?" in folded:
-            return attr.search_column.like(_like(folded), escape=ESCAPE)
+            return _prefixed_like(attr.search_column, folded)
         return attr.search_column == folded
     if wild:
-        return attr.column.like(_like(value), escape=ESCAPE)
+        return _prefixed_like(attr.column, value)
     if attr.vr == "IS":
         try:
             return attr.column == int(value)
@@ -102,7 +124,7 @@ def _single(attr: Attribute, value: str) -> ColumnElement[bool]:
     return attr.column == value
 
 
-def condition(attr: Attribute, value: Any) -> ColumnElement[bool] | None:
+def condition(attr: Attribute, value: Any, *, fuzzy: bool = False) -> ColumnElement[bool] | None:
     """The SQL condition for ``attr`` matching ``value``; ``None`` for universal matching."""
     if value is None:
         return None
@@ -113,5 +135,5 @@ def condition(attr: Attribute, value: Any) -> ColumnElement[bool] | None:
     if any(v == "" for v in values):
         raise MatchError(f"{attr.keyword}: empty value in a list")
     if len(values) == 1:
-        return _single(attr, values[0])
-    return or_(*(_single(attr, v) for v in values))
+        return _single(attr, values[0], fuzzy)
+    return or_(*(_single(attr, v, fuzzy) for v in values))

@@ -66,6 +66,22 @@ class CommitOutcome:
 
 
 @dataclass(frozen=True)
+class Located:
+    """Where a stored instance is and what a retrieve needs to know before reading it."""
+
+    study_instance_uid: str
+    series_instance_uid: str
+    sop_instance_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    blob_key: str
+    size: int
+    number_of_frames: int | None
+    rows: int | None
+    header_json: str | None
+
+
+@dataclass(frozen=True)
 class JournalEntry:
     job_key: str
     source_key: str
@@ -227,6 +243,29 @@ class MetadataIndex:
                 found.update(conn.execute(select(instances.c.sop_instance_uid, instances.c.blob_key).where(
                     instances.c.sop_instance_uid.in_(chunk))).all())
         return found
+
+    def locate(self, study_instance_uid: str, series_instance_uid: str | None = None,
+               sop_instance_uid: str | None = None, *, with_headers: bool = False) -> list[Located]:
+        """The stored instances of a study, series or single instance, in reading order
+        (series number, instance number): what a retrieve (WADO-RS, C-GET) sends."""
+        columns = [studies.c.study_instance_uid, series.c.series_instance_uid, instances.c.sop_instance_uid,
+                   instances.c.sop_class_uid, instances.c.transfer_syntax_uid, instances.c.blob_key,
+                   instances.c.size, instances.c.number_of_frames, instances.c.rows]
+        stmt = (select(*columns)
+                .join(series, series.c.id == instances.c.series_pk)
+                .join(studies, studies.c.id == series.c.study_pk)
+                .where(studies.c.study_instance_uid == study_instance_uid))
+        if with_headers:
+            stmt = stmt.add_columns(instance_headers.c.dicom_json).join(
+                instance_headers, instance_headers.c.instance_pk == instances.c.id)
+        if series_instance_uid is not None:
+            stmt = stmt.where(series.c.series_instance_uid == series_instance_uid)
+        if sop_instance_uid is not None:
+            stmt = stmt.where(instances.c.sop_instance_uid == sop_instance_uid)
+        stmt = stmt.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
+        with read_only(self.engine) as conn:
+            return [Located(*row) if with_headers else Located(*row, None)  # type: ignore[call-arg]
+                    for row in conn.execute(stmt)]
 
     def is_blob_referenced(self, blob_key: str) -> bool:
         with read_only(self.engine) as conn:

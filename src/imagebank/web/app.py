@@ -187,5 +187,8 @@ def create_app(settings: Settings, archive: Archive, accounts: Accounts, audit: 
         app.add_middleware(CORSMiddleware, allow_origins=settings.security.cors_origins, allow_credentials=True,
                            allow_methods=["GET", "POST", "PUT", "DELETE"], allow_headers=["Authorization", "Content-Type"])
 
+    from imagebank.dicomweb.routes import install_dicomweb
+
+    install_dicomweb(app, settings, archive)
     enforce_route_policies(app.routes)
     return app
