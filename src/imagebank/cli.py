@@ -711,5 +711,29 @@ def db_current(ctx: click.Context) -> None:
     click.echo(f"current: {database.current_revision(engine) or 'empty'}   head: {database.head_revision()}")
 
 
+@main.group()
+def viewer() -> None:
+    """The OHIF web viewer served at /viewer."""
+
+
+@viewer.command("install")
+@click.pass_context
+@_friendly_errors
+def viewer_install(ctx: click.Context) -> None:
+    """Fetch the OHIF viewer (@ohif/app) from the npm registry and install it for /viewer."""
+    from imagebank.viewer import OHIF_PACKAGE, OHIF_VERSION, ViewerError, install, is_installed, viewer_dir
+
+    directory = viewer_dir(_settings(ctx).dicomweb.viewer_dir)
+    if is_installed(directory):
+        click.echo(f"{OHIF_PACKAGE}@{OHIF_VERSION} is installed in {directory}")
+        return
+    click.echo(f"installing {OHIF_PACKAGE}@{OHIF_VERSION} from the npm registry into {directory}...")
+    try:
+        install(directory)
+    except ViewerError as exc:
+        raise ImagebankError(str(exc)) from None
+    click.echo("installed; imagebank serve shows it at /viewer")
+
+
 if __name__ == "__main__":
     main()

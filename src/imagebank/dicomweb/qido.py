@@ -126,7 +126,10 @@ def parse(params: Iterable[tuple[str, str]], level: Level, scope: Mapping[str, s
     if include_all:
         keys += _all_keys(level)
     keys += include
-    return_keys = [k for k in dict.fromkeys(keys) if k in ATTRIBUTES or level is Level.IMAGE]
+    # Keys the level cannot answer (a series attribute in a study query, a header attribute above the
+    # instance level) are left out rather than refused: includefield asks, it does not require (8.3.4.3).
+    return_keys = [k for k in dict.fromkeys(keys)
+                   if (k in ATTRIBUTES and ATTRIBUTES[k].level <= level) or (k not in ATTRIBUTES and level is Level.IMAGE)]
     for k in return_keys:
         identifier.setdefault(k, "")
     return QidoQuery(level, identifier, limit, offset, fuzzy, return_keys, dict(scope))

@@ -251,9 +251,9 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
     def _parts(wanted: Wanted, data: list[bytes]) -> Response:
         content_type = frame_content_type(wanted)
         if not wanted.multipart:
-            if len(data) > 1:
-                raise HTTPException(406, "more than one frame: ask for multipart/related")
-            return Response(data[0], media_type=content_type)
+            if len(data) > 1 and wanted.part_type != "application/octet-stream":
+                raise HTTPException(406, "more than one compressed frame: ask for multipart/related")
+            return Response(b"".join(data), media_type=content_type)  # native frames: the pixel data value
         boundary = new_boundary()
         chunks = [part_header(boundary, content_type) + d + b"\r\n" for d in data] + [closing(boundary)]
         return Response(b"".join(chunks), media_type=related_content_type(

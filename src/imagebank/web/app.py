@@ -25,6 +25,7 @@ from imagebank.security.accounts import AccountError, Accounts, LockedOut
 from imagebank.security.audit import AuditEvent, AuditTrail
 from imagebank.security.policy import Principal
 from imagebank.security.roles import Permission
+from imagebank.viewer.routes import VIEWER_CSP, install_viewer_routes, is_viewer_path
 from imagebank.web.auth import (
     SECURITY_HEADERS,
     SESSION_COOKIE,
@@ -172,6 +173,8 @@ def create_app(settings: Settings, archive: Archive, accounts: Accounts, audit: 
     async def security_headers(request: Request, call_next: Any) -> Response:
         response: Response = await call_next(request)
         response.headers.update(SECURITY_HEADERS)
+        if is_viewer_path(request.url.path):
+            response.headers["Content-Security-Policy"] = VIEWER_CSP
         if tls:
             response.headers["Strict-Transport-Security"] = "max-age=31536000"
         if request.url.path.startswith("/api/"):
@@ -185,10 +188,12 @@ def create_app(settings: Settings, archive: Archive, accounts: Accounts, audit: 
 
     if settings.security.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.security.cors_origins, allow_credentials=True,
-                           allow_methods=["GET", "POST", "PUT", "DELETE"], allow_headers=["Authorization", "Content-Type"])
+                           allow_methods=["GET", "POST", "PUT", "DELETE"], allow_headers=["Authorization", "Content-Type", "Accept"],
+                           expose_headers=["X-Total-Count", "Warning", "Content-Type", "Content-Location"])
 
     from imagebank.dicomweb.routes import install_dicomweb
 
     install_dicomweb(app, settings, archive)
+    install_viewer_routes(app, settings)
     enforce_route_policies(app.routes)
     return app
