@@ -18,7 +18,7 @@ from imagebank.query.engine import count, find
 from imagebank.query.model import ATTRIBUTES
 
 #: Query parameters that steer the search (PS3.18 8.3.4) rather than match an attribute.
-CONTROL = {"limit", "offset", "fuzzymatching", "includefield", "orderby"}
+CONTROL = {"limit", "offset", "fuzzymatching", "includefield", "orderby", "accept", "charset"}
 
 #: Default return attributes, PS3.18 Tables 10.6.3-3 (study), 10.6.3-4 (series), 10.6.3-5 (instance);
 #: attributes the index does not hold (RetrieveURL, InstanceAvailability) are added by :func:`search`.
@@ -102,6 +102,8 @@ def parse(params: Iterable[tuple[str, str]], level: Level, scope: Mapping[str, s
             offset = _count(name, value)
         elif lowered == "fuzzymatching":
             fuzzy = _bool(name, value)
+        elif lowered in ("accept", "charset"):
+            continue  # content negotiation (PS3.18 8.3.3), handled by the route
         elif lowered == "orderby":
             raise BadQuery("orderby is not supported; results come newest study first")
         elif "." in name:

@@ -63,7 +63,7 @@ def json_response(request: Request, body: bytes, *, status: int = 200, headers: 
 
 
 def _check_json_accept(request: Request) -> None:
-    accept = request.headers.get("accept", "")
+    accept = _accept(request) or ""
     if not accept:
         return
     for item in accept.split(","):

@@ -25,6 +25,7 @@ from typing import Any
 from xml.sax.saxutils import quoteattr  # nosec B406
 
 from sqlalchemy import Engine, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from imagebank.security.secrets import hmac_sha256
 from imagebank.storage.schema import audit_chain_head, audit_events
@@ -89,7 +90,20 @@ class AuditTrail:
         self.key = key
 
     def record(self, event: AuditEvent) -> StoredEvent:
-        """Append ``event``; appends are serialized on the chain head row."""
+        """Append ``event``; appends are serialized on the chain head row.
+
+        The very first appends may race to create that row (a lock on a missing row locks nothing);
+        the loser's insert fails on the primary key and it simply tries again, now behind the lock.
+        """
+        for attempt in range(3):
+            try:
+                return self._append(event)
+            except IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _append(self, event: AuditEvent) -> StoredEvent:
         at = dt.datetime.now(dt.UTC)
         with self.engine.begin() as conn:
             head = conn.execute(select(audit_chain_head).where(audit_chain_head.c.id == 1).with_for_update()).first()
