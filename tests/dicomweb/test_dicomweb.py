@@ -133,7 +133,7 @@ def test_stow_whole_request_errors_store_nothing(dicomweb: Dicomweb, make_instan
     assert response.status_code == expected, response.text
     assert response.json()["error"] and "Traceback" not in response.text
     assert _count(dicomweb) == 0, "a failed request indexes nothing"
-    assert not any((dicomweb.archive.blobs.keys())), "and leaves no blob behind"
+    assert not any(dicomweb.archive.blobs.keys()), "and leaves no blob behind"
     assert dicomweb.session.get(dicomweb.root + "/studies").status_code == 204  # still serving
 
 

@@ -188,7 +188,8 @@ def create_app(settings: Settings, archive: Archive, accounts: Accounts, audit: 
 
     if settings.security.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.security.cors_origins, allow_credentials=True,
-                           allow_methods=["GET", "POST", "PUT", "DELETE"], allow_headers=["Authorization", "Content-Type", "Accept"],
+                           allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Accept"],
                            expose_headers=["X-Total-Count", "Warning", "Content-Type", "Content-Location"])
 
     from imagebank.dicomweb.routes import install_dicomweb
