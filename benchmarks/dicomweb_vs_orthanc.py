@@ -1,0 +1,219 @@
+"""DICOMweb: Imagebank versus Orthanc + its DICOMweb plugin, same client, same corpus, one run.
+
+Both archives start fresh on loopback with their embedded defaults (Imagebank: SQLite + files via
+``imagebank serve``; Orthanc: Debian packages ``orthanc`` and ``orthanc-dicomweb``, default SQLite index).
+The same Python client (httpx) then measures:
+
+- STOW-RS: the corpus in requests of 20 instances from 2 client threads (instances/s);
+- QIDO-RS p50/p95: PatientID, AccessionNumber, a date range, ModalitiesInStudy, a name wildcard, the
+  series of one study and the instances of its largest series;
+- WADO-RS: the largest study as multipart (MB/s, time to first byte), its series metadata, and a
+  rendered frame. Prints a table with the ratios; asserts nothing.
+
+    python benchmarks/dicomweb_vs_orthanc.py [--slices 5000] [--queries 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pydicom
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from dimse_vs_orthanc import free_port, wait_for  # noqa: E402
+from ingest import corpus  # noqa: E402 - the shared corpus generator
+
+ORTHANC_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+BOUNDARY = "benchmarkboundary"
+
+
+class Target:
+    def __init__(self, name: str, proc: subprocess.Popen[bytes], root: str, headers: dict[str, str]) -> None:
+        self.name, self.proc, self.root, self.headers = name, proc, root, headers
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.root, headers=self.headers, timeout=300)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def start_imagebank(work: Path) -> Target:
+    data, http = work / "imagebank", free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
+    env["IMAGEBANK_DICOM__ENABLED"] = "false"
+    cli = [sys.executable, "-m", "imagebank.cli", "--data", str(data)]
+    subprocess.run([*cli, "users", "add", "bench", "--role", "service", "--password-stdin"], input=b"bench password 1\n",
+                   env=env, check=True, capture_output=True)
+    token = subprocess.run([*cli, "tokens", "create", "bench", "bench"], env=env, check=True,
+                           capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    proc = subprocess.Popen([*cli, "serve", "--port", str(http)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_for(f"http://127.0.0.1:{http}/healthz", proc)
+    return Target("Imagebank", proc, f"http://127.0.0.1:{http}/dicom-web", {"Authorization": f"Bearer {token}"})
+
+
+def start_orthanc(work: Path) -> Target:
+    http = free_port()
+    root = work / "orthanc"
+    root.mkdir(parents=True, exist_ok=True)
+    config = {"Name": "bench", "DicomServerEnabled": False, "HttpPort": http,
+              "StorageDirectory": str(root / "storage"), "IndexDirectory": str(root / "index"),
+              "RemoteAccessAllowed": False, "AuthenticationEnabled": False, "Plugins": [ORTHANC_PLUGIN],
+              "DicomWeb": {"Enable": True, "Root": "/dicom-web/"}}
+    (root / "orthanc.json").write_text(json.dumps(config))
+    proc = subprocess.Popen(["Orthanc", str(root / "orthanc.json")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for(f"http://127.0.0.1:{http}/system", proc)
+    return Target("Orthanc 1.10", proc, f"http://127.0.0.1:{http}/dicom-web", {})
+
+
+def stow(target: Target, files: list[Path], batch: int = 20, threads: int = 2) -> float:
+    batches = [files[i:i + batch] for i in range(0, len(files), batch)]
+
+    def send(chunk: list[Path]) -> None:
+        body = b"".join(f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + f.read_bytes() + b"\r\n"
+                        for f in chunk) + f"--{BOUNDARY}--\r\n".encode()
+        with target.client() as client:
+            response = client.post("/studies", content=body, headers={
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={BOUNDARY}',
+                "Accept": "application/dicom+json"})
+            if response.status_code != 200:
+                raise SystemExit(f"{target.name} STOW failed: {response.status_code} {response.text[:300]}")
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(send, batches))
+    return time.perf_counter() - start
+
+
+def timed(call: Callable[[], httpx.Response], repeat: int) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        response = call()
+        times.append(time.perf_counter() - start)
+        if response.status_code not in (200, 204):
+            raise SystemExit(f"query failed: {response.status_code} {response.request.url} {response.text[:200]}")
+    return times
+
+
+def ttfb_and_rate(target: Target, path: str, accept: str) -> tuple[float, float, float]:
+    with target.client() as client:
+        start = time.perf_counter()
+        with client.stream("GET", path, headers={"Accept": accept}) as response:
+            first = None
+            size = 0
+            for chunk in response.iter_raw():
+                if first is None:
+                    first = time.perf_counter() - start
+                size += len(chunk)
+        total = time.perf_counter() - start
+    return first or total, total, size / 1e6
+
+
+def p(values: list[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 2 else values[0] * 1000
+
+
+def measure(target: Target, files: list[Path], queries: int) -> dict[str, float]:
+    results: dict[str, float] = {}
+    seconds = stow(target, files)
+    results["STOW-RS inst/s"] = len(files) / seconds
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    by_study: dict[str, list[pydicom.Dataset]] = {}
+    for ds in headers:
+        by_study.setdefault(ds.StudyInstanceUID, []).append(ds)
+    study = max(by_study, key=lambda uid: len(by_study[uid]))
+    sample = by_study[study][0]
+    by_series: dict[str, int] = {}
+    for ds in by_study[study]:
+        by_series[ds.SeriesInstanceUID] = by_series.get(ds.SeriesInstanceUID, 0) + 1
+    series = max(by_series, key=lambda uid: by_series[uid])
+    name_prefix = str(sample.PatientName).split("^")[0][:3] + "*"
+    date = sample.StudyDate
+    year = date[:4]
+    with target.client() as client:
+        qido = {
+            "PatientID": lambda: client.get("/studies", params={"PatientID": sample.PatientID}),
+            "AccessionNumber": lambda: client.get("/studies", params={"AccessionNumber": sample.AccessionNumber}),
+            "date range": lambda: client.get("/studies", params={"StudyDate": f"{year}0101-{year}1231", "limit": "100"}),
+            "ModalitiesInStudy": lambda: client.get("/studies", params={"ModalitiesInStudy": "CT", "limit": "100"}),
+            "name wildcard": lambda: client.get("/studies", params={"PatientName": name_prefix, "limit": "100"}),
+            "series of a study": lambda: client.get(f"/studies/{study}/series"),
+            f"instances of a series ({by_series[series]})": lambda: client.get(f"/studies/{study}/series/{series}/instances"),
+        }
+        for label, call in qido.items():
+            call()  # warm
+            times = timed(call, queries)
+            results[f"QIDO {label} p50 ms"] = p(times, 50)
+            results[f"QIDO {label} p95 ms"] = p(times, 95)
+        metadata = timed(lambda: client.get(f"/studies/{study}/series/{series}/metadata"), 10)
+        results["series metadata p50 ms"] = p(metadata, 50)
+        instance = by_study[study][len(by_study[study]) // 2]
+        frame_url = f"/studies/{study}/series/{instance.SeriesInstanceUID}/instances/{instance.SOPInstanceUID}/frames/1/rendered"
+        rendered = timed(lambda: client.get(frame_url, headers={"Accept": "image/jpeg"}), 10)
+        results["rendered frame p50 ms"] = p(rendered, 50)
+    ttfbs, rates = [], []
+    for _ in range(3):
+        first, total, megabytes = ttfb_and_rate(target, f"/studies/{study}",
+                                                'multipart/related; type="application/dicom"; transfer-syntax=*')
+        ttfbs.append(first)
+        rates.append(megabytes / total)
+        results["study MB"] = megabytes
+        results["study retrieve ms"] = total * 1000
+    results["WADO-RS study MB/s"] = statistics.median(rates)
+    results["WADO-RS TTFB ms"] = statistics.median(ttfbs) * 1000
+    return results
+
+
+LOWER_IS_BETTER = ("ms",)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--slices", type=int, default=5000)
+    parser.add_argument("--queries", type=int, default=50)
+    args = parser.parse_args()
+    if shutil.which("Orthanc") is None or not Path(ORTHANC_PLUGIN).exists():
+        raise SystemExit("Orthanc with DICOMweb not found: apt-get install orthanc orthanc-dicomweb")
+    files = sorted(corpus(args.slices, metadata_only=False).rglob("*.dcm"))
+    megabytes = sum(f.stat().st_size for f in files) / 1e6
+    print(f"corpus: {len(files)} CT slices, {megabytes:.0f} MB; {os.cpu_count()} CPUs")
+    columns: dict[str, dict[str, float]] = {}
+    for start in (start_imagebank, start_orthanc):
+        (HERE / "out").mkdir(exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=HERE / "out") as work:
+            target = start(Path(work))
+            try:
+                columns[target.name] = measure(target, files, args.queries)
+            finally:
+                target.stop()
+        print(f"  {target.name}: done", flush=True)
+    ours, theirs = columns["Imagebank"], columns["Orthanc 1.10"]
+    print("\n| measure | Imagebank | Orthanc 1.10 | ratio (better > 1) |")
+    print("|---|---|---|---|")
+    for key in ours:
+        if key in ("study MB",):
+            continue
+        a, b = ours[key], theirs.get(key, float("nan"))
+        ratio = (b / a) if key.endswith(LOWER_IS_BETTER) else (a / b)
+        print(f"| {key} | {a:.1f} | {b:.1f} | {ratio:.2f} |")
+    print(f"(study retrieved: {ours['study MB']:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()
