@@ -118,13 +118,16 @@ class MultipartReader:
     def _begin(self) -> None:
         self._current = PartSink(self._spool_dir)
 
+    def _part(self) -> PartSink:
+        if self._current is None:  # the parser calls back in order; this would be its bug
+            raise MultipartError("malformed multipart body: data outside a part")
+        return self._current
+
     def _data(self, data: bytes, start: int, end: int) -> None:
-        assert self._current is not None
-        self._current.write(data[start:end])
+        self._part().write(data[start:end])
 
     def _end(self) -> None:
-        assert self._current is not None
-        self._done.append(self._current)
+        self._done.append(self._part())
         self.parts_seen += 1
         self._current = None
 
@@ -135,9 +138,8 @@ class MultipartReader:
         self._value += data[start:end]
 
     def _header_end(self) -> None:
-        assert self._current is not None
         name = self._field.decode("latin-1").strip().lower()
-        self._current.headers[name] = self._value.decode("latin-1").strip()
+        self._part().headers[name] = self._value.decode("latin-1").strip()
         self._field = self._value = b""
 
     def _finish(self) -> None:

@@ -72,7 +72,8 @@ def install(directory: Path, *, npm: str = "npm") -> Path:
                     raise ViewerError(f"refusing a package path outside dist/: {member.name}")
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = archive.extractfile(member)
-                assert source is not None
+                if source is None:
+                    raise ViewerError(f"cannot read {member.name} from the package")
                 data = source.read()
                 if target.suffix in _PATCHED_SUFFIXES:
                     data = _rebase(data.decode("utf-8"), MOUNT + "/").encode("utf-8")
