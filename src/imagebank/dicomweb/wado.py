@@ -76,8 +76,10 @@ def frames(blobs: BlobStore, located: Located, numbers: Sequence[int], transfer_
         if is_encapsulated(stored) and transfer_syntax in (ANY, stored):
             fragments = list(generate_frames(ds.PixelData, number_of_frames=count))
             return [fragments[n - 1] for n in numbers]
-    # Decode (compressed or big-endian stored, uncompressed asked for): native little-endian bytes.
-    full = decompressed(pydicom.dcmread(io.BytesIO(blobs.get(located.blob_key))))
+        # Decode (compressed or big-endian stored, uncompressed asked for): native little-endian bytes,
+        # from the blob already open (no second fetch from the store).
+        fh.seek(0)
+        full = decompressed(pydicom.dcmread(fh))
     length = _frame_length(full)
     value = full.PixelData
     return [value[(n - 1) * length:n * length] for n in numbers]
