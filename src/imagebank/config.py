@@ -150,6 +150,24 @@ class DicomwebSettings(_Section):
     viewer_dir: str = ""
 
 
+class EhrSettings(_Section):
+    """The EHR side (FHIR R4): ingest and identity linkage."""
+
+    #: DICOM Issuer of Patient ID (0010,0021) -> the FHIR identifier system of the same MRNs, so a DICOM
+    #: PatientID and a FHIR Patient.identifier name the same person. Key ``""`` covers DICOM patients sent
+    #: without an issuer. The defaults are the synthetic demo hospital's; replace them with your own.
+    issuer_systems: dict[str, str] = Field(default_factory=lambda: {
+        "IBGH": "https://ibgh.example.org/fhir/sid/mrn", "RMC": "https://rmc.example.org/fhir/sid/mrn"})
+    #: Resources validated and committed together by file ingest.
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    #: Validation processes for file ingest; 0 means one per CPU.
+    workers: int = Field(default=0, ge=0)
+    #: Most resources one FHIR search page returns (``_count`` is cut to it).
+    max_page_size: int = Field(default=1000, ge=1, le=100_000)
+    #: Largest ``POST /fhir`` Bundle accepted.
+    max_bundle_mb: int = Field(default=64, ge=1)
+
+
 class Settings(_Section):
     data_dir: Path
     database: DatabaseSettings = DatabaseSettings()
@@ -159,6 +177,7 @@ class Settings(_Section):
     security: SecuritySettings = SecuritySettings()
     dicom: DicomSettings = DicomSettings()
     dicomweb: DicomwebSettings = DicomwebSettings()
+    ehr: EhrSettings = EhrSettings()
 
     @property
     def audit_key_path(self) -> Path:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy import Engine
 
 from imagebank.archive.pipeline import Archive
@@ -12,6 +14,9 @@ from imagebank.security.audit import AuditTrail, load_or_create_key
 from imagebank.storage import database
 from imagebank.storage.blobs import BlobStore, open_blob_store
 from imagebank.storage.index import MetadataIndex
+
+if TYPE_CHECKING:
+    from imagebank.ehr.store import EhrStore
 
 
 def open_engine(settings: Settings, *, upgrade: bool | None = None) -> Engine:
@@ -52,3 +57,10 @@ def open_security(settings: Settings, engine: Engine) -> tuple[Accounts, AuditTr
         duration=dt.timedelta(minutes=sec.lockout_minutes)))
     accounts.SESSION_LIFETIME = dt.timedelta(hours=sec.session_hours)
     return accounts, AuditTrail(engine, load_or_create_key(settings.audit_key_path))
+
+
+def open_ehr(settings: Settings, engine: Engine) -> EhrStore:
+    """The EHR store over the index database, with the configured issuer -> identifier-system mapping."""
+    from imagebank.ehr.store import EhrStore
+
+    return EhrStore(engine, settings.ehr.issuer_systems)

@@ -23,7 +23,9 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Date,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -296,4 +298,125 @@ audit_chain_head = Table(
     Column("last_hash", String(64), nullable=False),
     #: HMAC of (last_seq, last_hash) under the audit key: the head cannot be rewound without the key.
     Column("mac", String(64)),
+)
+
+# --------------------------------------------------------------------------- EHR (FHIR R4) and patient index
+#
+# One row per FHIR resource (current version) with the facts that searches, the timeline and cohort
+# queries use pulled out into columns; the resource itself is kept as JSON. Earlier versions move to
+# ``ehr_resource_history`` (FHIR R4 http.html#history: versioned updates, never duplicates).
+# Identity: a *patient record* is one person; the FHIR Patient resources, their identifiers (MRNs of
+# several systems) and, through ``identifier_systems``, the DICOM PatientID + IssuerOfPatientID that
+# carry the same identifier all point at it. Merges (Patient.link, a shared identifier) re-point rows
+# to the surviving record and leave ``merged_into`` behind so old record ids still resolve.
+
+patient_records = Table(
+    "patient_records",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("merged_into", BigInteger().with_variant(Integer, "sqlite")),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Business identifiers of a patient (FHIR Patient.identifier: system + value), one record each.
+patient_identifiers = Table(
+    "patient_identifiers",
+    metadata,
+    Column("system", String(256), nullable=False),
+    Column("value", String(128), nullable=False),
+    Column("record_id", ForeignKey("patient_records.id"), nullable=False),
+    Column("use", String(16)),
+    UniqueConstraint("system", "value"),
+    Index(None, "record_id"),
+    Index(None, "value"),
+)
+
+#: FHIR Patient logical ids -> record. A row may exist before its Patient resource arrives
+#: (a Condition naming ``Patient/123`` loaded first: NDJSON files come one resource type at a time).
+fhir_patient_ids = Table(
+    "fhir_patient_ids",
+    metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("record_id", ForeignKey("patient_records.id"), nullable=False),
+    Column("received", Integer, nullable=False, server_default="0"),  # 1 once the Patient itself arrived
+    Index(None, "record_id"),
+)
+
+#: Which identifier system a DICOM Issuer of Patient ID (0010,0021) stands for (from ``[ehr]`` settings).
+identifier_systems = Table(
+    "identifier_systems",
+    metadata,
+    Column("issuer", String(64), primary_key=True),
+    Column("system", String(256), nullable=False),
+    Index(None, "system"),
+)
+
+ehr_resources = Table(
+    "ehr_resources",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("resource_type", String(40), nullable=False),
+    Column("resource_id", String(64), nullable=False),
+    Column("version_id", Integer, nullable=False),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column("record_id", ForeignKey("patient_records.id")),
+    Column("status", String(32)),
+    #: Start of the clinically relevant time (effective, onset, performed, period.start, started,
+    #: authoredOn; birthDate for Patient): its date for range search and cohort intervals, and the
+    #: original FHIR string (date or dateTime) for display and ordering.
+    Column("effective_date", Date),
+    Column("effective_at", String(40)),
+    Column("effective_end", Date),
+    Column("code_system", String(256)),
+    Column("code", String(128)),
+    #: Code display, or for Patient the folded name ("FAMILY GIVEN") used by name search.
+    Column("label", String(512)),
+    Column("value_num", Float),
+    Column("value_unit", String(64)),
+    Column("value_text", String(512)),
+    Column("accession_number", String(64)),
+    Column("study_instance_uid", UID),
+    Column("encounter_id", String(64)),
+    Column("content_hash", String(64), nullable=False),
+    Column("resource_json", Text, nullable=False),
+    UniqueConstraint("resource_type", "resource_id"),
+    Index(None, "record_id", "effective_date"),
+    Index(None, "resource_type", "effective_date"),
+    Index(None, "accession_number"),
+    Index(None, "study_instance_uid"),
+)
+
+#: Every coding and identifier of a resource, so searches and cohorts can use any code system:
+#: ``role`` is code, category, value, component, component-value, reason, body-site or identifier.
+ehr_resource_codes = Table(
+    "ehr_resource_codes",
+    metadata,
+    Column("resource_pk", ForeignKey("ehr_resources.id", ondelete="CASCADE"), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("system", String(256), nullable=False, server_default=""),
+    Column("code", String(128), nullable=False),
+    Index(None, "code", "system", "role"),
+    Index(None, "resource_pk"),
+)
+
+ehr_resource_history = Table(
+    "ehr_resource_history",
+    metadata,
+    Column("resource_type", String(40), primary_key=True),
+    Column("resource_id", String(64), primary_key=True),
+    Column("version_id", Integer, primary_key=True),
+    Column("last_updated", DateTime(timezone=True), nullable=False),
+    Column("resource_json", Text, nullable=False),
+)
+
+#: Resumable file ingest: how far into each NDJSON/Bundle file a job has committed.
+ehr_ingest_progress = Table(
+    "ehr_ingest_progress",
+    metadata,
+    Column("job_key", String(64), primary_key=True),
+    Column("source_key", String(64), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    Column("offset", BigInteger, nullable=False),
+    Column("done", Integer, nullable=False, server_default="0"),
 )

@@ -21,6 +21,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from imagebank import __version__
 from imagebank.archive import Archive
 from imagebank.config import Settings
+from imagebank.context import open_ehr
+from imagebank.ehr.routes import install_ehr, outcome_for_http_error
 from imagebank.security.accounts import AccountError, Accounts, LockedOut
 from imagebank.security.audit import AuditEvent, AuditTrail
 from imagebank.security.policy import Principal
@@ -157,6 +159,10 @@ def create_app(settings: Settings, archive: Archive, accounts: Accounts, audit: 
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 401 and request.method == "GET" and "text/html" in request.headers.get("accept", ""):
             return RedirectResponse("/login", status_code=303)  # a person in a browser: go sign in
+        if request.url.path.startswith("/fhir"):
+            response = outcome_for_http_error(exc.status_code, exc.detail)
+            response.headers.update(exc.headers or {})
+            return response
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -195,6 +201,7 @@ def create_app(settings: Settings, archive: Archive, accounts: Accounts, audit: 
     from imagebank.dicomweb.routes import install_dicomweb
 
     install_dicomweb(app, settings, archive)
+    install_ehr(app, settings, open_ehr(settings, archive.index.engine), audit)
     install_viewer_routes(app, settings)
     enforce_route_policies(app.routes)
     return app
