@@ -178,12 +178,14 @@ def ingest(ctx: click.Context, paths: tuple[str, ...], workers: int | None, poli
 @click.option("--metadata-only", is_flag=True, help="No pixel data, one instance per series: for scale tests.")
 @click.option("--out", type=click.Path(file_okay=False), help="Write PS3.10 files here instead of ingesting.")
 @click.option("--workers", type=int, help="Worker processes (default: one per CPU).")
+@click.option("--ehr/--no-ehr", "with_ehr", default=True, show_default=True,
+              help="Also generate and load the patients' EHR (FHIR R4).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.pass_context
 @_friendly_errors
 def demo(ctx: click.Context, patients: int, seed: int, metadata_only: bool, out: str | None,
-         workers: int | None, no_progress: bool) -> None:
-    """Generate a synthetic hospital (deterministic per seed) and ingest it."""
+         workers: int | None, with_ehr: bool, no_progress: bool) -> None:
+    """Generate a synthetic hospital (deterministic per seed) with its EHR, and ingest it."""
     from imagebank.synth.hospital import HospitalSpec, count_instances, iter_items, write_folder
 
     spec = HospitalSpec(seed=seed, patients=patients, metadata_only=metadata_only)
@@ -203,11 +205,32 @@ def demo(ctx: click.Context, patients: int, seed: int, metadata_only: bool, out:
                           workers=workers, total=total, progress=not no_progress, origin="demo")
     click.echo(summary.render())
     _audit_import(ctx, archive, summary, source=f"synthetic hospital seed {seed}")
+    if with_ehr:
+        _demo_ehr(settings, archive, seed, patients, no_progress)
     stats = archive.index.stats()
     click.echo(f"archive now holds {stats['patients']} patients, {stats['studies']} studies, "
                f"{stats['instances']} instances")
     data_arg = "" if settings.data_dir == Path("imagebank-data").absolute() else f" --data {settings.data_dir}"
     click.echo(f"look at it:  imagebank{data_arg} serve   then open http://{settings.server.host}:{settings.server.port}/")
+
+
+def _demo_ehr(settings: Settings, archive: Any, seed: int, patients: int, no_progress: bool) -> None:
+    """The synthetic patients' EHR, written as Bulk Data NDJSON under the data folder and loaded."""
+    from tqdm import tqdm
+
+    from imagebank.context import open_ehr
+    from imagebank.ehr.ingest import EhrIngest, list_sources
+    from imagebank.synth.ehr import write_ndjson
+
+    folder = settings.data_dir / "ehr-demo" / f"seed-{seed}-patients-{patients}"
+    if not (folder / "Patient.ndjson").is_file():
+        write_ndjson(folder, seed, patients)
+    files = list_sources(folder)
+    click.echo(f"loading the synthetic EHR (FHIR R4 NDJSON in {folder})")
+    with tqdm(unit="res", disable=no_progress, delay=0.5) as bar:
+        summary = EhrIngest(open_ehr(settings, archive.index.engine), batch_size=settings.ehr.batch_size,
+                            workers=settings.ehr.workers, progress=bar.update).run(files)
+    click.echo(summary.render())
 
 
 def _audit_import(ctx: click.Context, archive: Any, summary: Any, source: str) -> None:
@@ -733,6 +756,105 @@ def viewer_install(ctx: click.Context) -> None:
     except ViewerError as exc:
         raise ImagebankError(str(exc)) from None
     click.echo("installed; imagebank serve shows it at /viewer")
+
+
+@main.group()
+def ehr() -> None:
+    """The EHR side: FHIR R4 ingest, patient linkage."""
+
+
+def _audit_cli(ctx: click.Context, event_id: str, action: str, detail: dict[str, Any], outcome: int = 0) -> None:
+    import getpass
+
+    from imagebank.context import open_engine, open_security
+    from imagebank.security.audit import AuditEvent
+
+    settings = _settings(ctx)
+    _, trail = open_security(settings, open_engine(settings))
+    trail.record(AuditEvent(event_id, action, outcome, user_name=f"os:{getpass.getuser()}", object_type="ehr",
+                            detail=detail))
+
+
+@ehr.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--workers", type=int, help="Validation processes (default: ehr.workers, 0 = one per CPU).")
+@click.option("--restart", is_flag=True, help="Ignore what earlier runs over the same files committed.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+@_friendly_errors
+def ehr_ingest(ctx: click.Context, paths: tuple[str, ...], workers: int | None, restart: bool, no_progress: bool,
+               as_json: bool) -> None:
+    """Load FHIR R4 resources: Bulk Data NDJSON files (.ndjson, .ndjson.gz), Bundles and single
+    resources (.json), or folders of them. Resumable; bad resources are reported, the rest load."""
+    from tqdm import tqdm
+
+    from imagebank.context import open_ehr, open_engine
+    from imagebank.ehr.ingest import EhrIngest, count_lines, list_sources
+
+    settings = _settings(ctx)
+    store = open_ehr(settings, open_engine(settings))
+    files = [f for p in paths for f in list_sources(p)]
+    if not files:
+        raise ImagebankError("no .ndjson, .ndjson.gz or .json files under " + ", ".join(paths))
+    total = count_lines(files) if not no_progress else None
+    with tqdm(total=total, unit="res", disable=no_progress, delay=0.5) as bar:
+        summary = EhrIngest(store, batch_size=settings.ehr.batch_size,
+                            workers=settings.ehr.workers if workers is None else workers,
+                            resume=not restart, progress=bar.update).run(files)
+    click.echo(json.dumps(summary.as_json(), indent=2) if as_json else summary.render())
+    _audit_cli(ctx, "110107", "C", {"source": ", ".join(paths), **{k: int(v) for k, v in summary.actions.items()}},
+               outcome=4 if summary.actions["rejected"] else 0)
+    sys.exit(1 if summary.actions["rejected"] else 0)
+
+
+@ehr.command("unlinked")
+@click.option("--limit", type=click.IntRange(0, 100000), default=10, show_default=True, help="Examples per finding.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+@_friendly_errors
+def ehr_unlinked(ctx: click.Context, limit: int, as_json: bool) -> None:
+    """Report what could not be linked: DICOM patients without an EHR record, studies without an order,
+    report or encounter, orders and reports without a study, patients referenced but never received."""
+    from imagebank.context import open_ehr, open_engine
+    from imagebank.ehr.unlinked import render, report
+    from imagebank.storage.database import read_only
+
+    settings = _settings(ctx)
+    store = open_ehr(settings, open_engine(settings))
+    with read_only(store.engine) as conn:
+        findings = report(conn, limit=limit)
+    _audit_cli(ctx, "110110", "R", {"report": "ehr unlinked"})
+    click.echo(json.dumps(findings, indent=2) if as_json else render(findings))
+
+
+@ehr.command("stats")
+@click.pass_context
+@_friendly_errors
+def ehr_stats(ctx: click.Context) -> None:
+    """Count the stored FHIR resources by type."""
+    from imagebank.context import open_ehr, open_engine
+
+    settings = _settings(ctx)
+    counts = open_ehr(settings, open_engine(settings)).counts()
+    for rtype, n in sorted(counts.items()):
+        click.echo(f"{rtype:20} {n}")
+    click.echo(f"{'total':20} {sum(counts.values())}")
+
+
+@ehr.command("synth")
+@click.option("--patients", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--start", type=click.IntRange(min=0), default=0, help="First patient index (for shards).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for the NDJSON files.")
+@_friendly_errors
+def ehr_synth(patients: int, seed: int, start: int, out: str) -> None:
+    """Write the synthetic hospital's EHR as FHIR Bulk Data NDJSON (one file per resource type)."""
+    from imagebank.synth.ehr import write_ndjson
+
+    counts = write_ndjson(out, seed, patients, start)
+    click.echo(f"wrote {sum(counts.values())} resources of {patients} patients to {out}: "
+               + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
 if __name__ == "__main__":

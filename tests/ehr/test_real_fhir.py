@@ -81,8 +81,9 @@ def test_synthea_patient_bundles_link_into_one_record_each(store: Any) -> None:
 
 def test_carebundle_us_core_ndjson_loads(store: Any, tmp_path: Path) -> None:
     out = tmp_path / "carebundle"
-    subprocess.run([str(Path(sys.executable).parent / "carebundle"), "generate", "--profile", "mixed", "--count", "8", "--seed", "3",
-                    "--sex", "mixed", "--format", "ndjson", "--out", str(out)], check=True, capture_output=True)
+    carebundle = str(Path(sys.executable).parent / "carebundle")
+    subprocess.run([carebundle, "generate", "--profile", "mixed", "--count", "8", "--seed", "3", "--sex", "mixed",
+                    "--format", "ndjson", "--out", str(out)], check=True, capture_output=True)
     files = list_sources(out)
     assert files, list(out.rglob("*"))
     summary = EhrIngest(store, workers=1).run(files)

@@ -10,6 +10,7 @@ the EHR does not know the patient); ``basedOn`` the imaging orders that share th
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
@@ -40,13 +41,25 @@ PARAMS = {"_id", "patient", "subject", "patient.identifier", "identifier", "acce
           "modality", "_count", "_offset", "_sort", "_total", "_format"}
 
 
-def _fhir_date(da: str | None, tm: str | None) -> str | None:
+def _fhir_date(da: str | None, tm: str | None, tz: str | None = None) -> str | None:
+    """A FHIR dateTime from DICOM DA/TM. FHIR requires a zone once a time is given: the study's
+    Timezone Offset From UTC (0008,0201) when present, else the server's zone on that day (DICOM times
+    are the institution's local time, PS3.3 C.12.1.1.8)."""
     if not da or len(da) != 8 or not da.isdigit():
         return None
     day = f"{da[:4]}-{da[4:6]}-{da[6:]}"
-    if tm and len(tm) >= 6 and tm[:6].isdigit():
-        return f"{day}T{tm[:2]}:{tm[2:4]}:{tm[4:6]}"
-    return day
+    if not (tm and len(tm) >= 6 and tm[:6].isdigit()):
+        return day
+    try:
+        local = dt.datetime(int(da[:4]), int(da[4:6]), int(da[6:]), int(tm[:2]), int(tm[2:4]), int(tm[4:6]))
+    except ValueError:
+        return day
+    if tz and len(tz) == 5 and tz[0] in "+-" and tz[1:].isdigit():
+        offset = f"{tz[:3]}:{tz[3:]}"
+    else:
+        offset = local.astimezone().strftime("%z")
+        offset = f"{offset[:3]}:{offset[3:]}"
+    return local.isoformat() + offset
 
 
 def _subject(conn: Connection, patient_id: str, issuer: str) -> dict[str, Any]:
@@ -91,7 +104,7 @@ def build(conn: Connection, study: Any, dicomweb_base: str) -> dict[str, Any]:
     }
     if study.modalities_in_study:
         resource["modality"] = [{"system": DCM, "code": m} for m in study.modalities_in_study.split("\\") if m]
-    if started := _fhir_date(study.study_date, study.study_time):
+    if started := _fhir_date(study.study_date, study.study_time, study.timezone_offset_from_utc):
         resource["started"] = started
     if study.study_description:
         resource["description"] = study.study_description
@@ -125,7 +138,7 @@ def build(conn: Connection, study: Any, dicomweb_base: str) -> dict[str, Any]:
             item["description"] = s.series_description
         if s.body_part_examined:
             item["bodySite"] = {"display": s.body_part_examined}
-        if started := _fhir_date(s.series_date, s.series_time):
+        if started := _fhir_date(s.series_date, s.series_time, study.timezone_offset_from_utc):
             item["started"] = started
         item["instance"] = [
             {"uid": i.sop_instance_uid, "sopClass": {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{i.sop_class_uid}"},

@@ -12,8 +12,6 @@ Errors are OperationOutcomes with the HTTP status FHIR prescribes (400 invalid, 
 large, 415 wrong media type, 422 for a resource that fails validation).
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import json
 import re
@@ -145,6 +143,8 @@ def install_ehr(app: FastAPI, settings: Settings, store: EhrStore, audit: AuditT
             resource = await _json_body(request, options.max_bundle_mb)
             if not isinstance(resource, dict) or resource.get("resourceType") != resource_type:
                 raise FhirError(400, [Issue("invalid", f"the body must be a {resource_type} resource", "resourceType")])
+            if "id" in resource and resource["id"] is None:  # json.html: null is never a FHIR value
+                raise FhirError(400, [Issue("value", "id is null: leave it out instead", f"{resource_type}.id")])
             if resource_id is not None:
                 if resource.get("id") not in (None, resource_id):
                     raise FhirError(400, [Issue("value", f"the resource id {resource.get('id')!r} differs from the "

@@ -61,7 +61,7 @@ def report(conn: Connection, *, limit: int = 10) -> dict[str, Any]:
     patient_identifiers_of_record = select(patient_identifiers.c.record_id).join(
         identifier_systems, identifier_systems.c.system == patient_identifiers.c.system).where(
         identifier_systems.c.issuer == patients.c.issuer_of_patient_id,
-        patient_identifiers.c.value == patients.c.patient_id).scalar_subquery()
+        patient_identifiers.c.value == patients.c.patient_id).correlate(patients).scalar_subquery()
     day = _study_day(conn)
     encounter_on_day = exists().where(and_(
         encounters.c.resource_type == "Encounter", encounters.c.record_id == patient_identifiers_of_record,
