@@ -15,7 +15,8 @@ from tests.conftest import pydicom_file
 COMMANDS = [[], ["serve"], ["ingest"], ["demo"], ["db"], ["db", "upgrade"], ["db", "current"], ["stats"], ["check"],
             ["users"], ["users", "add"], ["users", "list"], ["users", "passwd"], ["users", "disable"], ["tokens"],
             ["tokens", "create"], ["tokens", "revoke"], ["audit"], ["audit", "verify"], ["audit", "query"],
-            ["remote"], ["remote", "echo"], ["remote", "find"], ["remote", "store"], ["remote", "get"]]
+            ["remote"], ["remote", "echo"], ["remote", "find"], ["remote", "store"], ["remote", "get"],
+            ["ehr"], ["ehr", "ingest"], ["ehr", "unlinked"], ["ehr", "stats"], ["ehr", "synth"]]
 
 
 def run(*args: str, data: Path | None = None, env: dict[str, str] | None = None,
@@ -113,3 +114,32 @@ def test_users_tokens_and_audit_commands(tmp_path: Path) -> None:
     listing = run("audit", "query", "--format", "fhir", data=data).stdout.splitlines()
     assert len(listing) >= 3 and all(json.loads(line)["resourceType"] == "AuditEvent" for line in listing)
     assert "<AuditMessage>" in run("audit", "query", "--format", "dicom", data=data).stdout
+
+
+def test_demo_loads_the_ehr_and_ehr_commands_report_it(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    demo = run("demo", "--patients", "3", "--seed", "5", "--metadata-only", "--no-progress", data=data)
+    assert demo.returncode == 0, demo.stderr
+    assert "loading the synthetic EHR" in demo.stdout and "0 rejected" in demo.stdout
+    stats = run("ehr", "stats", data=data)
+    assert stats.returncode == 0 and "Patient" in stats.stdout and "Observation" in stats.stdout
+    unlinked = run("ehr", "unlinked", "--json", data=data)
+    assert unlinked.returncode == 0, unlinked.stderr
+    assert all(f["count"] == 0 for f in json.loads(unlinked.stdout).values())
+
+
+def test_ehr_ingest_names_bad_lines_resumes_and_exits_non_zero(tmp_path: Path) -> None:
+    data, export = tmp_path / "data", tmp_path / "export"
+    written = run("ehr", "synth", "--patients", "2", "--seed", "9", "--out", str(export))
+    assert written.returncode == 0, written.stderr
+    with (export / "Observation.ndjson").open("a") as fh:
+        fh.write('{"resourceType": "Observation", "id": "bad", "status": "final", "code": {"text": "x"}, '
+                 '"valueQuantity": {"value": "high"}}\n')
+    first = run("ehr", "ingest", str(export), "--no-progress", data=data)
+    assert first.returncode == 1
+    assert "1 rejected" in first.stdout and "Observation.valueQuantity.value" in first.stdout
+    assert "Traceback" not in first.stderr
+    again = run("ehr", "ingest", str(export), "--no-progress", data=data)
+    assert again.returncode == 0 and "already done" in again.stdout and "0 rejected" in again.stdout
+    missing = run("ehr", "ingest", str(tmp_path / "nowhere"), data=data)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

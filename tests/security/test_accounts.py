@@ -105,3 +105,24 @@ def test_parallel_guesses_cannot_outrun_the_lockout(secured: Any) -> None:
         t.join()
     assert outcomes.count("wrong") == accounts.lockout.max_failures  # only that many guesses were tried
     assert outcomes.count("locked") == 16 - accounts.lockout.max_failures
+
+
+def test_token_last_use_is_recorded_without_a_write_per_request(secured: Any) -> None:
+    _, accounts, _ = secured
+    accounts.create_user("feed", [Role.SERVICE], PASSWORD)
+    token = accounts.create_token("feed", "t")
+
+    def last_used() -> Any:
+        with accounts.engine.connect() as conn:
+            return conn.execute(api_tokens.select()).one().last_used_at
+
+    assert last_used() is None
+    assert accounts.principal_for_token(token) is not None
+    first = last_used()
+    assert first is not None
+    assert accounts.principal_for_token(token) is not None
+    assert last_used() == first  # within the minute: no write
+    with accounts.engine.begin() as conn:
+        conn.execute(api_tokens.update().values(last_used_at=first - dt.timedelta(minutes=5)))
+    assert accounts.principal_for_token(token) is not None
+    assert last_used() > first - dt.timedelta(minutes=5)

@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -26,6 +26,7 @@ from typing import IO, Any
 from sqlalchemy import Connection, insert, select, update
 
 from imagebank.ehr.bundles import process_bundle
+from imagebank.ehr.facts import ResourceFacts, extract
 from imagebank.ehr.outcome import FhirError, Issue
 from imagebank.ehr.store import EhrStore
 from imagebank.ehr.validation import validate
@@ -132,9 +133,11 @@ def count_lines(paths: list[Path]) -> int:
 
 # ---------------------------------------------------------------------------------------- checking
 
-def check_lines(lines: list[bytes]) -> list[tuple[int, list[Issue]]]:
-    """Positions and problems of the bad lines of a chunk (runs in worker processes)."""
+def check_lines(lines: list[bytes]) -> tuple[list[tuple[int, list[Issue]]], list[ResourceFacts]]:
+    """Positions and problems of the bad lines of a chunk, and the facts of the good ones in order
+    (runs in worker processes: validation and extraction are the CPU-heavy part of ingest)."""
     bad = []
+    facts = []
     for i, raw in enumerate(lines):
         try:
             resource = json.loads(raw)
@@ -147,7 +150,9 @@ def check_lines(lines: list[bytes]) -> list[tuple[int, list[Issue]]]:
         issues = validate(resource)
         if issues:
             bad.append((i, issues))
-    return bad
+        else:
+            facts.append(extract(resource))
+    return bad, facts
 
 
 class EhrIngest:
@@ -231,27 +236,31 @@ class EhrIngest:
         if offset is None:
             summary.skipped_files += 1
             return
+        # Validation of the next chunks (in worker processes) overlaps the database write of this one.
+        ahead = max(1, self.workers - 1)
+        pending: deque[tuple[list[bytes], list[int], int, Any]] = deque()
         chunks = self._chunks(path, offset)
-        # Validation of chunk n+1 (in a worker) overlaps the database write of chunk n (here).
-        pending = None
         for lines, numbers, position in chunks:
             future = pool.submit(check_lines, lines) if pool is not None else None
-            if pending is not None:
-                self._commit(path, key, summary, *pending)
-            pending = (lines, numbers, position, future)
-        if pending is not None:
-            self._commit(path, key, summary, *pending, done=True)
+            pending.append((lines, numbers, position, future))
+            if len(pending) > ahead:
+                self._commit(path, key, summary, *pending.popleft())
+        while pending:
+            item = pending.popleft()
+            self._commit(path, key, summary, *item, done=not pending)
 
     def _commit(self, path: Path, key: str, summary: IngestSummary, lines: list[bytes], numbers: list[int],
                 position: int, future: Any, done: bool = False) -> None:
-        bad = dict(future.result() if future is not None else check_lines(lines))
+        bad_list, facts = future.result() if future is not None else check_lines(lines)
+        bad = dict(bad_list)
         resources = []
         for i, raw in enumerate(lines):
             if i in bad:
                 summary.reject(Rejection(f"{path.name}:{numbers[i]}", bad[i]))
             else:
                 resources.append(json.loads(raw))
-        for written in self.store.write(resources, also=self._journal(path, key, position, done)):
+        for written in self.store.write(resources, also=self._journal(path, key, position, done), facts=facts,
+                                        durable=False):
             summary.actions[written.action] += 1
             summary.by_type[written.resource_type] += 1
         self.progress(len(lines))

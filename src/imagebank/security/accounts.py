@@ -13,7 +13,10 @@ from imagebank.errors import ImagebankError, NotFound
 from imagebank.security.policy import Principal
 from imagebank.security.roles import Permission, Role
 from imagebank.security.secrets import hash_password, new_token, token_hash, verify_password
+from imagebank.storage.database import read_only
 from imagebank.storage.schema import api_tokens, auth_lockouts, sessions, users
+
+LAST_USED_PRECISION = dt.timedelta(minutes=1)
 
 
 def _insert(engine: Engine, table: Any) -> Any:
@@ -227,7 +230,7 @@ class Accounts:
             conn.execute(update(sessions).where(sessions.c.token_hash == token_hash(token)).values(revoked_at=_now()))
 
     def principal_for_session(self, token: str, address: str | None = None) -> Principal | None:
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             row = conn.execute(
                 select(users, sessions.c.expires_at, sessions.c.revoked_at)
                 .join(sessions, sessions.c.user_id == users.c.id)
@@ -259,14 +262,18 @@ class Accounts:
 
     def principal_for_token(self, token: str, address: str | None = None) -> Principal | None:
         digest = token_hash(token)
-        with self.engine.connect() as conn:
+        with read_only(self.engine) as conn:
             row = conn.execute(
-                select(users, api_tokens.c.scopes, api_tokens.c.expires_at, api_tokens.c.revoked_at)
+                select(users, api_tokens.c.scopes, api_tokens.c.expires_at, api_tokens.c.revoked_at,
+                       api_tokens.c.last_used_at)
                 .join(api_tokens, api_tokens.c.user_id == users.c.id)
                 .where(api_tokens.c.token_hash == digest)).first()
         if row is None or row.revoked_at is not None or _aware(row.expires_at) <= _now() or row.disabled:
             return None
-        with self.engine.begin() as conn:
-            conn.execute(update(api_tokens).where(api_tokens.c.token_hash == digest).values(last_used_at=_now()))
+        # "Last used" is for spotting stale tokens, not an access log (the audit trail is): a minute's
+        # precision spares a write transaction on every request of a busy client.
+        if row.last_used_at is None or _now() - _aware(row.last_used_at) > LAST_USED_PRECISION:
+            with self.engine.begin() as conn:
+                conn.execute(update(api_tokens).where(api_tokens.c.token_hash == digest).values(last_used_at=_now()))
         scopes = frozenset(Permission(s) for s in _split(row.scopes))
         return _user(row).principal("token", scopes=scopes, address=address)

@@ -43,8 +43,11 @@ def create_index_engine(url: str, *, pool_size: int = 5) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
         url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    # psycopg prepares a statement on the server after a few executions, and PostgreSQL may then keep a
+    # generic plan chosen while a table was still empty (a sequential scan), which a bulk load into that
+    # table pays for on every batch: plan with the actual parameters every time instead.
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size * 2, pool_pre_ping=True,
-                         hide_parameters=True)
+                         hide_parameters=True, connect_args={"options": "-c plan_cache_mode=force_custom_plan"})
 
 
 def _configure_sqlite(engine: Engine) -> None:
