@@ -111,14 +111,16 @@ def test_imaging_study_is_generated_from_the_archive_and_linked(fhir: Fhir) -> N
     assert {"type": ACSN, "value": fhir.accession} in study["identifier"]
     assert study["basedOn"] == [{"reference": "ServiceRequest/s1"}]
     assert study["contained"][0]["address"] == fhir.url + "/dicom-web"
-    assert study["series"][0]["instance"] and study["numberOfInstances"] == 1
-    assert fhir.get(f"/fhir/ImagingStudy/{fhir.study_uid}").json()["id"] == fhir.study_uid
+    assert study["numberOfInstances"] == 1 and "instance" not in study["series"][0]  # search: no instance lists
+    read = fhir.get(f"/fhir/ImagingStudy/{fhir.study_uid}").json()
+    assert read["id"] == fhir.study_uid and len(read["series"][0]["instance"]) == 1
     assert _ids(fhir.get("/fhir/ImagingStudy", accession=fhir.accession).json()) == [fhir.study_uid]
     assert _ids(fhir.get("/fhir/ImagingStudy", identifier=f"urn:dicom:uid|urn:oid:{fhir.study_uid}").json())
     # the generated resource is valid R4
     from fhir.resources.R4B.imagingstudy import ImagingStudy
 
     ImagingStudy.model_validate(study)
+    ImagingStudy.model_validate(read)
 
 
 def test_timeline_puts_images_and_record_on_one_axis(fhir: Fhir) -> None:
@@ -162,6 +164,10 @@ def test_versions_read_vread_history_and_put(fhir: Fhir) -> None:
     ("get", "/fhir/Observation?bogus=1", {}, 400, "unknown search parameter 'bogus'"),
     ("get", "/fhir/Observation?date=yesterday", {}, 400, "is not a FHIR date"),
     ("get", "/fhir/Observation?_count=abc", {}, 400, "not a whole number"),
+    ("get", "/fhir/Observation?code%3Aexact=x", {}, 400, "not supported"),
+    ("get", "/fhir/Observation?code=%00", {}, 400, "NUL"),
+    ("post", "/fhir", {"data": b'{"resourceType": "Bundle", "type": "batch", "x": "\\u0000"}',
+                      "headers": {"Content-Type": FHIR_JSON}}, 400, "NUL"),
     ("get", "/fhir/Nonsense", {}, 404, "not a FHIR R4 resource type"),
     ("get", "/fhir/Observation/nope", {}, 404, "is not known"),
     ("get", "/fhir/Observation/bad id!", {}, 400, "not a valid FHIR id"),
@@ -206,3 +212,42 @@ def test_unlinked_report_over_http(fhir: Fhir) -> None:
     assert after["studies_without_encounter"]["count"] == 0
     assert after["orders_without_study"]["examples"] == [
         {"resource": "ServiceRequest/s2", "accession": "NOSTUDY1", "study": None}]
+
+
+def test_date_prefixes_compare_ranges_and_sort_and_modifiers(fhir: Fhir) -> None:
+    year = condition("cy", "p1", "C61", "2024")  # a partial date covers the whole year
+    day = condition("cd", "p1", "C61", "2024-03-10")
+    for resource in (year, day):
+        assert fhir.writer.put(f"{fhir.url}/fhir/Condition/{resource['id']}", json=resource,
+                               headers={"Content-Type": FHIR_JSON}).status_code == 201
+
+    def found(**params: str) -> list[str]:
+        return sorted(_ids(fhir.get("/fhir/Condition", **params).json()))
+
+    assert found(date="ge2024-06-01") == ["cy"]  # the year reaches past June
+    assert found(date="eq2024-03-10") == ["cd"]  # only the day lies within that day
+    assert found(date="eq2024") == ["cd", "cy"]
+    assert found(date="sa2023-12-31") == ["cd", "cy"] and found(date="sa2024-01-01") == ["cd"]
+    assert found(date="eb2025-01-01") == ["cd", "cy"] and found(date="eb2024-12-31") == ["cd"]
+    assert _ids(fhir.get("/fhir/Condition", _sort="-_id").json()) == ["cy", "cd"]
+    refused = fhir.get("/fhir/Condition", **{"status:not": "active"})
+    assert refused.status_code == 400 and "modifier ':not'" in refused.json()["issue"][0]["diagnostics"]
+    assert len(fhir.get("/fhir/Condition", _count="100000").json()["entry"]) == 2  # clamped, not refused
+
+
+def test_create_assigns_the_id_whatever_the_client_sent(fhir: Fhir) -> None:
+    response = fhir.writer.post(fhir.url + "/fhir/Observation", json=psa("mine", "p1", 1.0, "2024"),
+                                headers={"Content-Type": FHIR_JSON})
+    assert response.status_code == 201 and response.json()["id"] != "mine"
+    assert fhir.get("/fhir/Observation/mine").status_code == 404
+
+
+def test_unlinked_report_survives_a_malformed_study_date(fhir: Fhir, secured: Any, make_instance: Any) -> None:
+    archive, _accounts, _audit = secured
+    archive.ingest(make_instance(number=7, StudyInstanceUID="1.2.826.0.1.3680043.99.1",
+                                 SeriesInstanceUID="1.2.826.0.1.3680043.99.1.1", StudyDate="20240230",
+                                 AccessionNumber="BADDATE"), origin="test")
+    _load_record(fhir)
+    response = fhir.get("/api/ehr/unlinked")
+    assert response.status_code == 200, response.text
+    assert response.json()["studies_without_encounter"]["examples"][0]["accession"] == "BADDATE"

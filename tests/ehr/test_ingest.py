@@ -141,3 +141,13 @@ def test_collection_and_searchset_bundles_from_files(store: Any, tmp_path: Path)
     summary = EhrIngest(store, workers=1).run(list_sources(tmp_path))
     assert summary.actions == {"created": 3, "rejected": 1}
     assert "Bundle.type 'history'" in summary.rejections[0].render()
+
+
+def test_a_nul_character_or_absurd_nesting_rejects_one_line_only(store: Any, tmp_path: Path) -> None:
+    nul = json.dumps(psa("o2", "p1", 1.0, "2024-01-02")).replace("PSA", "PS\\u0000A")
+    deep = '{"resourceType": "Observation", "id": "o3", "extension": ' + "[" * 100000 + "]" * 100000 + "}"
+    path = _ndjson(tmp_path / "Observation.ndjson", [psa("o1", "p1", 1.0, "2024-01-02"), nul, deep,
+                                                     psa("o4", "p1", 2.0, "2024-01-03")])
+    summary = EhrIngest(store, workers=1).run([path])
+    assert summary.actions["created"] == 2 and summary.actions["rejected"] == 2
+    assert "NUL" in summary.rejections[0].render()

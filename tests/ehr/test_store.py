@@ -91,3 +91,36 @@ def test_stored_json_is_the_resource_with_server_meta(store: Any) -> None:
         stored = json.loads(conn.execute(select(ehr_resources.c.resource_json)).scalar_one())
     meta = stored.pop("meta")
     assert stored == resource and meta["versionId"] == "1" and meta["lastUpdated"].endswith("Z")
+
+
+def test_identifiers_without_a_system_never_merge_strangers(store: Any) -> None:
+    a, b = patient("a", "x"), patient("b", "y")
+    a["identifier"] = [{"value": "12345"}]
+    b["identifier"] = [{"value": "12345"}]
+    store.write([a, b])
+    assert _record_of(store, "Patient", "a") != _record_of(store, "Patient", "b")
+
+
+def test_references_to_another_server_do_not_link_to_our_patient(store: Any) -> None:
+    store.write([patient("123", "M1")])
+    obs = psa("o1", "123", 5.0, "2024-01-02")
+    obs["subject"] = {"reference": "http://other-hospital.example/fhir/Patient/123"}
+    store.write([obs])
+    assert store.read("Observation", "o1").record_id is None
+
+
+def test_odd_but_valid_json_is_indexed_and_long_values_are_cut_to_their_columns(store: Any) -> None:
+    p = patient("p1", "M1")
+    p["name"] = [{"family": "Doe", "given": ["Jo", None], "_given": [None, {"extension": [
+        {"url": "http://hl7.org/fhir/StructureDefinition/iso21090-EN-qualifier", "valueCode": "IN"}]}]}]
+    p["gender"] = "unknown"
+    obs = psa("o1", "p1", 1.0, "2024-01-02T10:00:00.12345678901234567890+00:00")
+    del obs["valueQuantity"]
+    obs["valueCodeableConcept"] = {"text": "x" * 5000}
+    obs["identifier"] = [{"system": "urn:dicom:uid", "value": "urn:oid:" + "1" * 100}]
+    from imagebank.ehr.validation import validate
+
+    assert validate(p) == [] and validate(obs) == []
+    written = store.write([p, obs])
+    assert [w.action for w in written] == ["created", "created"]
+    assert store.read("Observation", "o1").resource["valueCodeableConcept"]["text"] == "x" * 5000

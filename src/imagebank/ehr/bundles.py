@@ -20,8 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.exc import DataError
+
 from imagebank.ehr.outcome import FhirError, Issue, operation_outcome
-from imagebank.ehr.store import EhrStore, Written
+from imagebank.ehr.store import CopyRefused, EhrStore, Written
 from imagebank.ehr.validation import validate
 
 ACCEPTED_TYPES = ("transaction", "batch", "collection", "searchset", "document", "message")
@@ -112,7 +114,9 @@ def _prepare(index: int, entry: Any) -> tuple[dict[str, Any] | None, str | None,
             return None, full_url, [Issue("value", f"resource id {resource.get('id')!r} differs from the id in "
                                                    f"request.url {match.group(2)!r}", f"{where}.resource.id")]
         resource["id"] = match.group(2)
-    elif resource.get("id") is None:
+    elif method == "POST" or resource.get("id") is None:
+        # A create ignores the id the client sent (http.html#create); the urn:uuid of the entry's fullUrl
+        # names it stably, so sending the same Bundle again updates instead of duplicating.
         uuid_match = _UUID_RE.match(full_url or "")
         resource["id"] = uuid_match.group(1).lower() if uuid_match else str(uuid.uuid4())
     return resource, full_url, []
@@ -168,6 +172,20 @@ def process_bundle(store: EhrStore, bundle: Any, *, chunk: int = 500, atomic: bo
     step = len(valid) if atomic else chunk  # a transaction commits as one unit
     for start in range(0, len(valid), max(step, 1)):
         part = valid[start:start + max(step, 1)]
-        for (index, _resource), written in zip(part, store.write([r for _i, r in part]), strict=True):
-            outcomes[index].written, outcomes[index].status = written, _status(written)
+        resources = [r for _i, r in part]
+        if atomic:
+            try:
+                results: list[Written | Exception] = list(store.write(resources))
+            except (DataError, CopyRefused):
+                raise FhirError(400, [Issue("value", "the database refused a value of the transaction (too long "
+                                                     "for its column or not storable); nothing was stored")]) from None
+        else:
+            results = store.write_each(resources)
+        for (index, resource), written in zip(part, results, strict=True):
+            if isinstance(written, Exception):
+                outcomes[index] = EntryOutcome(index, "400 Bad Request", issues=[Issue(
+                    "value", f"the database refused a value of this {resource.get('resourceType')}",
+                    f"Bundle.entry[{index}].resource")])
+            else:
+                outcomes[index].written, outcomes[index].status = written, _status(written)
     return BundleResult(kind, outcomes)

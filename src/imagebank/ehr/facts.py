@@ -85,6 +85,13 @@ class ResourceFacts:
     content_hash: str = ""
 
 
+def _text(value: Any, limit: int) -> str | None:
+    """A string cut to its column's width (the resource JSON keeps the whole value)."""
+    if value is None:
+        return None
+    return str(value)[:limit] or None
+
+
 def content_hash(resource: dict[str, Any]) -> str:
     """Hash of the resource without server-assigned ``meta.versionId``/``meta.lastUpdated``: re-sending
     the same content is recognized as unchanged and creates no new version."""
@@ -101,8 +108,13 @@ def content_hash(resource: dict[str, Any]) -> str:
 
 
 def reference_id(reference: str | None, resource_type: str) -> str | None:
-    """The logical id in a literal reference to ``resource_type`` (relative or absolute URL), else None."""
-    if not reference or "/" not in reference:
+    """The logical id in a relative literal reference to ``resource_type`` (``Patient/123``), else None.
+
+    Absolute URLs point at another server's resources (references.html#literal): ``Patient/123`` there
+    is not our Patient/123. Absolute references between the entries of one Bundle are rewritten to
+    relative ones before they get here (see ``bundles``).
+    """
+    if not isinstance(reference, str) or "/" not in reference or ":" in reference:
         return None
     parts = reference.split("?", 1)[0].rstrip("/").split("/")
     if "_history" in parts:  # Patient/1/_history/2
@@ -157,13 +169,14 @@ def _set_dates(facts: ResourceFacts, resource: dict[str, Any]) -> None:
             start, end = value.get("start"), value.get("end")
             first = parse_fhir_date(start) or parse_fhir_date(end)
             if first:
-                facts.effective_at = start or end
+                facts.effective_at = (start or end)
                 facts.effective_date = first[0]
                 last = parse_fhir_date(end)
                 facts.effective_end = last[1] if last else None
                 return
         elif (span := parse_fhir_date(value)) is not None:
             facts.effective_at, facts.effective_date = value, span[0]
+            facts.effective_end = span[1] if span[1] != span[0] else None  # "2024" covers the whole year
             return
 
 
@@ -171,7 +184,7 @@ def _set_value(facts: ResourceFacts, resource: dict[str, Any]) -> None:
     quantity = resource.get("valueQuantity")
     if isinstance(quantity, dict) and isinstance(quantity.get("value"), (int, float)):
         facts.value_num = float(quantity["value"])
-        facts.value_unit = str(quantity.get("code") or quantity.get("unit") or "")[:64] or None
+        facts.value_unit = _text(quantity.get("code") or quantity.get("unit"), 64)
         return
     for key in ("valueInteger", "valueDecimal"):
         if isinstance(resource.get(key), (int, float)) and not isinstance(resource.get(key), bool):
@@ -180,7 +193,8 @@ def _set_value(facts: ResourceFacts, resource: dict[str, Any]) -> None:
     concept = resource.get("valueCodeableConcept")
     if isinstance(concept, dict):
         first = next(_codings(concept), None)
-        facts.value_text = (concept.get("text") or (first[2] if first else None) or (first[1] if first else None))
+        facts.value_text = _text(concept.get("text") or (first[2] if first else None) or (first[1] if first else None),
+                                 512)
         return
     for key in ("valueString", "valueBoolean", "valueDateTime"):
         if key in resource:
@@ -203,18 +217,19 @@ def extract(resource: dict[str, Any]) -> ResourceFacts:
         name = official or (names[0] if names and isinstance(names[0], dict) else {})
         from imagebank.dicom.names import fold_person_name
 
-        family, given = name.get("family") or "", " ".join(name.get("given") or [])
+        family = name.get("family") if isinstance(name.get("family"), str) else ""
+        given = " ".join(g for g in name.get("given") or [] if isinstance(g, str))  # "given": ["A", null] is legal
         dicom_form = f"{family}^{given}" if family or given else str(name.get("text") or "")
         facts.label = (fold_person_name(dicom_form) or "")[:512] or None
-        gender = resource.get("gender")
-        facts.value_text = gender if isinstance(gender, str) else None
+        facts.value_text = _text(resource.get("gender"), 32)
     else:
         subject = resource.get("subject") or resource.get("patient")
         if isinstance(subject, dict):
             facts.patient_ref = reference_id(subject.get("reference"), "Patient")
             ident = subject.get("identifier")
-            if facts.patient_ref is None and isinstance(ident, dict) and ident.get("value"):
-                facts.patient_identifier = (str(ident.get("system") or ""), str(ident["value"]))
+            # An identifier without a system is unique nowhere: it never links a resource to a patient.
+            if facts.patient_ref is None and isinstance(ident, dict) and ident.get("value") and ident.get("system"):
+                facts.patient_identifier = (str(ident["system"])[:256], str(ident["value"])[:128])
         encounter = resource.get("encounter") or resource.get("context")
         if isinstance(encounter, dict):
             facts.encounter_id = reference_id(encounter.get("reference"), "Encounter")
@@ -243,16 +258,21 @@ def extract(resource: dict[str, Any]) -> ResourceFacts:
         facts.codes.append(("identifier", system, value[:128]))
         if _is_accession(identifier) and facts.accession_number is None:
             facts.accession_number = value[:64]
-        if system == DICOM_UID_SYSTEM and value.startswith("urn:oid:") and _UID_RE.match(value[8:]):
+        if system == DICOM_UID_SYSTEM and value.startswith("urn:oid:") and len(value) <= 72 \
+                and _UID_RE.match(value[8:]):
             facts.study_instance_uid = value[8:]
     if rtype == "DiagnosticReport" and facts.study_instance_uid is None:
         for ref in _concepts(resource.get("imagingStudy")):
             uid = reference_id(ref.get("reference") if isinstance(ref, dict) else None, "ImagingStudy")
-            if uid and _UID_RE.match(uid):
+            if uid and _UID_RE.match(uid) and len(uid) <= 64:
                 facts.study_instance_uid = uid
                 break
     if rtype == "Observation":
         _set_value(facts, resource)
+    facts.effective_at = _text(facts.effective_at, 40)
+    facts.status = _text(facts.status, 32)
+    facts.label = _text(facts.label, 512)
+    facts.encounter_id = _text(facts.encounter_id, 64)
     if facts.code_system is not None:
         facts.code_system = facts.code_system[:256]
         facts.code = (facts.code or "")[:128]
@@ -261,12 +281,14 @@ def extract(resource: dict[str, Any]) -> ResourceFacts:
 
 
 def patient_identifiers(patient: dict[str, Any]) -> list[tuple[str, str, str | None]]:
-    """``(system, value, use)`` of a Patient's identifiers that can identify a person (not ``old``)."""
+    """``(system, value, use)`` of a Patient's identifiers that can identify a person: not ``old``, and
+    with a system (a bare value such as "12345" would merge strangers from two feeds)."""
     out = []
     for identifier in _concepts(patient.get("identifier")):
-        if isinstance(identifier, dict) and identifier.get("value") and identifier.get("use") != "old":
-            out.append((str(identifier.get("system") or "")[:256], str(identifier["value"])[:128],
-                        identifier.get("use")))
+        if isinstance(identifier, dict) and identifier.get("value") and identifier.get("system") \
+                and identifier.get("use") != "old":
+            out.append((str(identifier["system"])[:256], str(identifier["value"])[:128],
+                        _text(identifier.get("use"), 16)))
     return out
 
 

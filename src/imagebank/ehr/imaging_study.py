@@ -82,8 +82,9 @@ def _subject(conn: Connection, patient_id: str, issuer: str) -> dict[str, Any]:
     return {"identifier": {"system": system, "value": patient_id}}
 
 
-def build(conn: Connection, study: Any, dicomweb_base: str) -> dict[str, Any]:
-    """The ImagingStudy of one ``studies`` row joined with its patient."""
+def build(conn: Connection, study: Any, dicomweb_base: str, *, with_instances: bool = True) -> dict[str, Any]:
+    """The ImagingStudy of one ``studies`` row joined with its patient. Search results leave the
+    instance lists out (a page of CT studies would carry hundreds of thousands); a read has them."""
     uid = study.study_instance_uid
     identifiers: list[dict[str, Any]] = [{"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{uid}"}]
     if study.accession_number:
@@ -123,7 +124,8 @@ def build(conn: Connection, study: Any, dicomweb_base: str) -> dict[str, Any]:
         select(instances.c.series_pk, instances.c.sop_instance_uid, instances.c.sop_class_uid,
                instances.c.instance_number)
         .where(instances.c.series_pk.in_([s.id for s in series_rows]))
-        .order_by(instances.c.series_pk, instances.c.instance_number, instances.c.id)).all() if series_rows else []
+        .order_by(instances.c.series_pk, instances.c.instance_number, instances.c.id)).all() \
+        if series_rows and with_instances else []
     by_series: dict[int, list[Any]] = {}
     for row in instance_rows:
         by_series.setdefault(row.series_pk, []).append(row)
@@ -140,10 +142,12 @@ def build(conn: Connection, study: Any, dicomweb_base: str) -> dict[str, Any]:
             item["bodySite"] = {"display": s.body_part_examined}
         if started := _fhir_date(s.series_date, s.series_time, study.timezone_offset_from_utc):
             item["started"] = started
-        item["instance"] = [
-            {"uid": i.sop_instance_uid, "sopClass": {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{i.sop_class_uid}"},
-             **({"number": i.instance_number} if i.instance_number is not None else {})}
-            for i in by_series.get(s.id, [])]
+        if with_instances:
+            item["instance"] = [
+                {"uid": i.sop_instance_uid,
+                 "sopClass": {"system": "urn:ietf:rfc:3986", "code": f"urn:oid:{i.sop_class_uid}"},
+                 **({"number": i.instance_number} if i.instance_number is not None else {})}
+                for i in by_series.get(s.id, [])]
         series_out.append(item)
     if series_out:
         resource["series"] = series_out
@@ -173,7 +177,9 @@ def search(conn: Connection, params: list[tuple[str, str]], dicomweb_base: str, 
     count, offset, descending, want_total = min(100, max_page), 0, False, True
     kept = []
     for name, value in params:
-        base = name.split(":", 1)[0]
+        base, _, modifier = name.partition(":")
+        if modifier:
+            raise FhirError(400, [Issue("invalid", f"the search modifier ':{modifier}' is not supported here", name)])
         if base not in PARAMS:
             if strict:
                 raise FhirError(400, [Issue("invalid", f"unknown search parameter {name!r} for ImagingStudy; "
@@ -181,10 +187,12 @@ def search(conn: Connection, params: list[tuple[str, str]], dicomweb_base: str, 
             continue
         kept.append((name, value))
         if base == "_count":
-            count = _int(name, value, 0, max_page)
+            count = min(_int(name, value, 0, 10**9), max_page)
         elif base == "_offset":
             offset = _int(name, value, 0, 10**9)
         elif base == "_sort":
+            if value.lstrip("-") not in ("date", "started"):
+                raise FhirError(400, [Issue("invalid", "_sort supports date (or -date) for ImagingStudy", name)])
             descending = value.startswith("-")
         elif base == "_total":
             want_total = value != "none"
@@ -219,4 +227,5 @@ def search(conn: Connection, params: list[tuple[str, str]], dicomweb_base: str, 
     order = studies.c.study_date.desc() if descending else studies.c.study_date
     rows = conn.execute(_study_query().where(where).order_by(order, studies.c.id).offset(offset).limit(count)).all() \
         if count else []
-    return SearchResult([build(conn, r, dicomweb_base) for r in rows], total, offset, count, kept)
+    return SearchResult([build(conn, r, dicomweb_base, with_instances=False) for r in rows], total, offset, count,
+                        kept)

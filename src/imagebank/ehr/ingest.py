@@ -139,20 +139,26 @@ def check_lines(lines: list[bytes]) -> tuple[list[tuple[int, list[Issue]]], list
     bad = []
     facts = []
     for i, raw in enumerate(lines):
-        try:
-            resource = json.loads(raw)
-        except ValueError as exc:
-            bad.append((i, [Issue("structure", f"not JSON: {exc}")]))
-            continue
-        if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
-            bad.append((i, [Issue("not-supported", "a Bundle inside NDJSON: send Bundles as .json files")]))
-            continue
-        issues = validate(resource)
-        if issues:
+        issues = _check_line(raw)
+        if isinstance(issues, list):
             bad.append((i, issues))
         else:
-            facts.append(extract(resource))
+            facts.append(issues)
     return bad, facts
+
+
+def _check_line(raw: bytes) -> list[Issue] | ResourceFacts:
+    if b"\\u0000" in raw:
+        return [Issue("value", "a string holds a NUL character (\\u0000), which no FHIR string may contain")]
+    try:
+        resource = json.loads(raw)
+        if isinstance(resource, dict) and resource.get("resourceType") == "Bundle":
+            return [Issue("not-supported", "a Bundle inside NDJSON: send Bundles as .json files")]
+        return validate(resource) or extract(resource)
+    except ValueError as exc:
+        return [Issue("structure", f"not JSON: {exc}")]
+    except Exception as exc:  # noqa: BLE001 - one odd line (deep nesting...) must not stop the file
+        return [Issue("exception", f"could not be read: {type(exc).__name__}")]
 
 
 class EhrIngest:
@@ -259,8 +265,13 @@ class EhrIngest:
                 summary.reject(Rejection(f"{path.name}:{numbers[i]}", bad[i]))
             else:
                 resources.append(json.loads(raw))
-        for written in self.store.write(resources, also=self._journal(path, key, position, done), facts=facts,
-                                        durable=False):
+        good = [numbers[i] for i in range(len(lines)) if i not in bad]
+        outcomes = self.store.write_each(resources, facts, also=self._journal(path, key, position, done), durable=False)
+        for number, resource, written in zip(good, resources, outcomes, strict=True):
+            if isinstance(written, Exception):
+                summary.reject(Rejection(f"{path.name}:{number}", [Issue(
+                    "value", f"the database refused a value of this {resource.get('resourceType')} ({written})")]))
+                continue
             summary.actions[written.action] += 1
             summary.by_type[written.resource_type] += 1
         self.progress(len(lines))

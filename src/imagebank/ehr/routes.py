@@ -18,8 +18,9 @@ import re
 import uuid
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 
 from imagebank import __version__
@@ -27,7 +28,7 @@ from imagebank.config import Settings
 from imagebank.ehr import imaging_study, search, timeline, unlinked
 from imagebank.ehr.bundles import process_bundle
 from imagebank.ehr.outcome import FhirError, Issue, operation_outcome
-from imagebank.ehr.store import EhrStore, Stored
+from imagebank.ehr.store import CopyRefused, EhrStore, Stored
 from imagebank.ehr.validation import CLINICAL_TYPES, _model, validate
 from imagebank.security.audit import AuditEvent, AuditTrail
 from imagebank.security.policy import Principal
@@ -102,10 +103,12 @@ async def _json_body(request: Request, limit_mb: int) -> Any:
         body += piece
         if len(body) > limit:
             raise FhirError(413, [Issue("too-costly", f"the body is larger than {limit_mb} MiB (ehr.max_bundle_mb)")])
+    if b"\\u0000" in body:
+        raise FhirError(400, [Issue("value", "a string holds a NUL character (\\u0000), which no FHIR string may contain")])
     try:
         return json.loads(body)
-    except ValueError as exc:
-        raise FhirError(400, [Issue("structure", f"the body is not JSON: {exc}")]) from None
+    except (ValueError, RecursionError) as exc:
+        raise FhirError(400, [Issue("structure", f"the body is not JSON: {type(exc).__name__}")]) from None
 
 
 def install_ehr(app: FastAPI, settings: Settings, store: EhrStore, audit: AuditTrail) -> None:
@@ -150,15 +153,19 @@ def install_ehr(app: FastAPI, settings: Settings, store: EhrStore, audit: AuditT
                     raise FhirError(400, [Issue("value", f"the resource id {resource.get('id')!r} differs from the "
                                                          f"id in the URL {resource_id!r}", f"{resource_type}.id")])
                 resource["id"] = resource_id
-            elif resource.get("id") is None:
+            else:  # a create: the server names the resource (http.html#create), whatever id was sent
                 resource["id"] = str(uuid.uuid4())
             issues = validate(resource)
             if issues:
                 raise FhirError(400, issues)
-            written = (await run_in_threadpool(store.write, [resource]))[0]
+            try:
+                written = (await run_in_threadpool(store.write, [resource]))[0]
+            except (DataError, CopyRefused):
+                raise FhirError(400, [Issue("value", "the database refused a value of this resource (too long "
+                                                     "for its column or not storable)")]) from None
         except FhirError as exc:
             return error_response(exc)
-        stored = store.read(written.resource_type, written.resource_id)
+        stored = await run_in_threadpool(store.read, written.resource_type, written.resource_id)
         if stored is None:  # pragma: no cover - written a moment ago
             raise HTTPException(500, "the resource vanished after it was written")
         status = 201 if written.action == "created" else 200
@@ -226,6 +233,8 @@ def install_ehr(app: FastAPI, settings: Settings, store: EhrStore, audit: AuditT
         params = list(request.query_params.multi_items())
         try:
             _check_type(resource_type)
+            if any("\x00" in k or "\x00" in v for k, v in params):
+                raise FhirError(400, [Issue("value", "a search parameter holds a NUL character")])
             with read_only(engine) as conn:
                 if resource_type == "ImagingStudy":
                     result = imaging_study.search(conn, params, dicomweb_base(request),
@@ -242,10 +251,12 @@ def install_ehr(app: FastAPI, settings: Settings, store: EhrStore, audit: AuditT
     @router.get("/api/ehr/timeline", summary="A patient's imaging and clinical record on one time axis")
     def patient_timeline(request: Request, principal: Annotated[Principal, read], patient: str | None = None,
                          identifier: str | None = None, patient_id: str | None = None, issuer: str = "",
-                         record: int | None = None, since: dt.date | None = None,
+                         record: Annotated[int | None, Query(ge=1, le=2**62)] = None, since: dt.date | None = None,
                          until: dt.date | None = None) -> Response:
         """Name the patient by one of: ``patient`` (FHIR Patient id), ``identifier`` (system|value),
         ``patient_id`` (+ ``issuer``: the DICOM PatientID) or ``record`` (patient record id)."""
+        if any("\x00" in x for x in (patient, identifier, patient_id, issuer) if x):
+            raise HTTPException(400, "a parameter holds a NUL character")
         given = [x for x in (patient, identifier, patient_id, record) if x is not None]
         if len(given) != 1:
             raise HTTPException(400, "name the patient with exactly one of patient, identifier, patient_id, record")

@@ -36,6 +36,8 @@ PER_TYPE: dict[str, set[str]] = {
     "ImagingStudy": COMMON | {"accession"},
 }
 DATE_PREFIXES = ("eq", "ne", "lt", "gt", "le", "ge", "sa", "eb", "ap")
+SORT_COLUMNS = {"date": ehr_resources.c.effective_date, "_lastUpdated": ehr_resources.c.last_updated,
+                "_id": ehr_resources.c.resource_id}
 
 
 @dataclass
@@ -66,7 +68,7 @@ def _token_condition(role_filter: list[str] | None, value: str) -> ColumnElement
         conds = [ehr_resource_codes.c.resource_pk == ehr_resources.c.id]
         if role_filter:
             conds.append(ehr_resource_codes.c.role.in_(role_filter))
-        if system is not None:
+        if system is not None:  # "|code": explicitly no system, stored as ""
             conds.append(ehr_resource_codes.c.system == system)
         if code is not None:
             conds.append(ehr_resource_codes.c.code == code)
@@ -87,18 +89,24 @@ def date_condition(name: str, value: str, start_col: Any, end_col: Any | None = 
     low, high = span
     if dicom_da:
         low, high = low.strftime("%Y%m%d"), high.strftime("%Y%m%d")  # type: ignore[assignment]
-    end = end_col if end_col is not None else start_col
-    if prefix in ("eq", "ap"):
-        return and_(start_col >= low, start_col <= high)
+    # The resource's time is the range [start, end] (end = start for a single day; a period or a partial
+    # date like "2024" spans more). search.html#prefix compares that range with the parameter's range.
+    end = func.coalesce(end_col, start_col) if end_col is not None else start_col
+    if prefix in ("eq", "ap"):  # the resource's range lies within the parameter's
+        return and_(start_col >= low, end <= high)
     if prefix == "ne":
-        return or_(start_col < low, start_col > high)
-    if prefix in ("lt", "eb"):
+        return or_(start_col < low, end > high)
+    if prefix == "lt":  # some of the range is before the parameter
         return start_col < low
-    if prefix in ("gt", "sa"):
-        return func.coalesce(end, start_col) > high
+    if prefix == "gt":  # some of the range is after it
+        return end > high
     if prefix == "le":
         return start_col <= high
-    return func.coalesce(end, start_col) >= low  # ge
+    if prefix == "ge":
+        return end >= low
+    if prefix == "sa":  # starts after the parameter's range ends
+        return start_col > high
+    return end < low  # eb: ends before the parameter's range starts
 
 
 def patient_records(conn: Connection, name: str, value: str) -> list[int]:
@@ -152,10 +160,12 @@ def search(conn: Connection, resource_type: str, params: list[tuple[str, str]], 
            strict: bool = True) -> SearchResult:
     allowed = PER_TYPE.get(resource_type, COMMON)
     conditions: list[ColumnElement[bool]] = [ehr_resources.c.resource_type == resource_type]
-    count, offset, descending, want_total = min(100, max_page), 0, False, True
+    count, offset, descending, want_total, sort_key = min(100, max_page), 0, False, True, "date"
     kept: list[tuple[str, str]] = []
     for name, value in params:
-        base = name.split(":", 1)[0]
+        base, _, modifier = name.partition(":")
+        if modifier:
+            raise _bad(name, f"the search modifier ':{modifier}' is not supported here")
         if base not in allowed:
             if strict:
                 raise _bad(name, f"unknown search parameter {name!r} for {resource_type}; supported: "
@@ -163,13 +173,13 @@ def search(conn: Connection, resource_type: str, params: list[tuple[str, str]], 
             continue
         kept.append((name, value))
         if base == "_count":
-            count = _int(name, value, 0, max_page)
+            count = min(_int(name, value, 0, 10**9), max_page)  # a larger page is cut (search.html#count)
         elif base == "_offset":
             offset = _int(name, value, 0, 10**9)
         elif base == "_sort":
-            if value.lstrip("-") not in ("date", "_lastUpdated", "_id"):
+            if value.lstrip("-") not in SORT_COLUMNS:
                 raise _bad(name, "_sort supports date, _lastUpdated and _id (prefix - for descending)")
-            descending = value.startswith("-")
+            descending, sort_key = value.startswith("-"), value.lstrip("-")
         elif base == "_total":
             want_total = value != "none"
         elif base == "_format":
@@ -180,10 +190,6 @@ def search(conn: Connection, resource_type: str, params: list[tuple[str, str]], 
             conditions.append(ehr_resources.c.record_id.in_(patient_records(conn, name, value)))
         elif base in ("patient.identifier", "subject.identifier"):
             conditions.append(ehr_resources.c.record_id.in_(identifier_records(conn, name, value)))
-        elif base == "identifier" and resource_type == "Patient":
-            conditions.append(or_(_token_condition(["identifier"], value),
-                                  ehr_resources.c.record_id.in_(identifier_records(conn, name, value))
-                                  if all("|" in v and not v.endswith("|") for v in value.split(",")) else false()))
         elif base in ("code", "category", "identifier"):
             roles = {"code": ["code"], "category": ["category"], "identifier": ["identifier"]}[base]
             conditions.append(_token_condition(roles, value))
@@ -193,9 +199,7 @@ def search(conn: Connection, resource_type: str, params: list[tuple[str, str]], 
             conditions.append(date_condition(name, value, ehr_resources.c.effective_date,
                                              ehr_resources.c.effective_end))
         elif base == "_lastUpdated":
-            conditions.append(date_condition(name, value, func.date(ehr_resources.c.last_updated)
-                                             if conn.dialect.name == "sqlite" else
-                                             func.cast(ehr_resources.c.last_updated, _date_type())))
+            conditions.append(instant_condition(name, value, ehr_resources.c.last_updated))
         elif base == "encounter":
             conditions.append(ehr_resources.c.encounter_id.in_(
                 [reference_id(v, "Encounter") or v for v in value.split(",")]))
@@ -208,16 +212,26 @@ def search(conn: Connection, resource_type: str, params: list[tuple[str, str]], 
     where = and_(*conditions)
     total = conn.execute(select(func.count()).select_from(ehr_resources).where(where)).scalar_one() \
         if want_total else None
-    order = ehr_resources.c.effective_date.desc() if descending else ehr_resources.c.effective_date
+    column = SORT_COLUMNS[sort_key]
+    # Resources without a date sort last on both databases (NULLS LAST is not SQLite's default).
+    order = [column.is_(None), column.desc() if descending else column, ehr_resources.c.id]
     rows: Any = conn.execute(select(ehr_resources.c.resource_json).where(where)
-                        .order_by(order, ehr_resources.c.id).offset(offset).limit(count)) if count else []
+                             .order_by(*order).offset(offset).limit(count)) if count else []
     return SearchResult([json.loads(r.resource_json) for r in rows], total, offset, count, kept)
 
 
-def _date_type() -> Any:
-    from sqlalchemy import Date
-
-    return Date()
+def instant_condition(name: str, value: str, column: Any) -> ColumnElement[bool]:
+    """A date parameter against a timestamp column, the days taken in UTC on both databases."""
+    prefix = value[:2] if value[:2] in DATE_PREFIXES else "eq"
+    span = parse_fhir_date(value[2:] if value[:2] in DATE_PREFIXES else value)
+    if span is None:
+        raise _bad(name, f"{name}: {value!r} is not a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD)")
+    low = dt.datetime.combine(span[0], dt.time(), dt.UTC)
+    after = dt.datetime.combine(span[1] + dt.timedelta(days=1), dt.time(), dt.UTC)
+    conditions = {"eq": and_(column >= low, column < after), "ap": and_(column >= low, column < after),
+                  "ne": or_(column < low, column >= after), "lt": column < low, "eb": column < low,
+                  "gt": column >= after, "sa": column >= after, "le": column < after, "ge": column >= low}
+    return conditions[prefix]
 
 
 def searchset(result: SearchResult, base: str, resource_type: str, fhir_base: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, bindparam, delete, insert, literal, select, text, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from imagebank.ehr import identity
 from imagebank.ehr.facts import ResourceFacts, extract
@@ -51,13 +51,34 @@ def _aware(at: dt.datetime) -> dt.datetime:
     return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
 
 
+#: Advisory lock key for patient-identity work on PostgreSQL (any constant shared by all processes).
+IDENTITY_LOCK = 0x1B_E4_12
+
+
+class CopyRaced(Exception):
+    """COPY hit a unique or deadlock conflict with a concurrent writer: the batch is retried."""
+
+
+class CopyRefused(Exception):
+    """COPY refused a value (too long, NUL...). The message carries the SQLSTATE only: PostgreSQL's own
+    message quotes the offending value, which may be patient data and must not reach a log."""
+
+
 def _copy(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
     """``COPY table FROM STDIN`` inside the connection's current transaction (PostgreSQL, psycopg 3)."""
+    import psycopg
+
     columns = list(rows[0])
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in columns])
+    try:
+        with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+    except psycopg.Error as exc:
+        state = getattr(exc, "sqlstate", None) or ""
+        if state.startswith("23") or state in ("40P01", "40001"):
+            raise CopyRaced(f"COPY into {table.name}: SQLSTATE {state}") from None
+        raise CopyRefused(f"COPY into {table.name} refused a value: SQLSTATE {state}") from None
 
 
 def with_meta(resource: dict[str, Any], version: int, at: dt.datetime) -> dict[str, Any]:
@@ -83,8 +104,11 @@ class EhrStore:
     def __init__(self, engine: Engine, issuer_systems: dict[str, str] | None = None) -> None:
         self.engine = engine
         if issuer_systems is not None:
-            with engine.begin() as conn:
-                identity.sync_issuer_systems(conn, issuer_systems)
+            try:
+                with engine.begin() as conn:
+                    identity.sync_issuer_systems(conn, issuer_systems)
+            except IntegrityError:
+                pass  # another process synced the same mapping at the same moment
 
     # ------------------------------------------------------------------ writes
 
@@ -101,16 +125,51 @@ class EhrStore:
         for attempt in range(5):
             try:
                 with self.engine.begin() as conn:
-                    if not durable and conn.dialect.name == "postgresql":
-                        conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
+                    if conn.dialect.name == "postgresql":
+                        self._lock_identity(conn, any(r.get("resourceType") == "Patient" for r in resources))
+                        if not durable:
+                            conn.exec_driver_sql("SET LOCAL synchronous_commit = off")
                     written = self._write(conn, resources, facts)
                     if also is not None:
                         also(conn)
                     return written
-            except (IntegrityError, OperationalError):
+            except (IntegrityError, OperationalError, CopyRaced):
                 if attempt == 4:
                     raise
         raise RuntimeError("unreachable")
+
+    @staticmethod
+    def _lock_identity(conn: Connection, merging: bool) -> None:
+        """PostgreSQL: batches with Patients (which may merge records) run alone; the others share.
+
+        Without it, a batch could file an Observation under record R2 while a concurrent batch merges R2
+        into R1 and re-points R2's rows: the Observation, not yet visible to that UPDATE, would stay on
+        the merged-away record. (SQLite runs one writer at a time anyway.)
+        """
+        lock = "pg_advisory_xact_lock" if merging else "pg_advisory_xact_lock_shared"
+        conn.exec_driver_sql(f"SELECT {lock}({IDENTITY_LOCK})")
+
+    def write_each(self, resources: Sequence[dict[str, Any]], facts: Sequence[ResourceFacts] | None = None, *,
+                   also: Callable[[Connection], None] | None = None,
+                   durable: bool = True) -> list[Written | Exception]:
+        """Like :meth:`write`, but a batch the database refuses (a value it cannot store) is retried one
+        resource at a time, so only the offending resources fail; ``also`` commits with the last one."""
+        try:
+            return list(self.write(resources, also=also, facts=facts, durable=durable))
+        except (DataError, CopyRefused) as exc:
+            if len(resources) <= 1:
+                if also is not None:
+                    self.write([], also=also)
+                return [exc] * len(resources)
+        out: list[Written | Exception] = []
+        for i, resource in enumerate(resources):
+            try:
+                out += self.write([resource], facts=[facts[i]] if facts is not None else None, durable=durable)
+            except (DataError, CopyRefused) as exc:
+                out.append(exc)
+        if also is not None:
+            self.write([], also=also)
+        return out
 
     def _write(self, conn: Connection, resources: Sequence[dict[str, Any]],
                facts: Sequence[ResourceFacts] | None) -> list[Written]:

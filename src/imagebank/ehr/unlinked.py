@@ -36,11 +36,12 @@ def _linked_patient() -> Any:
     return or_(mapped, unmapped)
 
 
-def _study_day(conn: Connection) -> Any:
+def _as_da(conn: Connection, column: Any) -> Any:
+    """A date column as a DICOM DA string: compared with StudyDate as text, so a malformed StudyDate
+    (archives keep what modalities send, e.g. 20240230) matches nothing instead of failing the query."""
     if conn.dialect.name == "postgresql":
-        return func.to_date(func.nullif(studies.c.study_date, ""), "YYYYMMDD")
-    return func.date(func.substr(studies.c.study_date, 1, 4) + "-" + func.substr(studies.c.study_date, 5, 2)
-                     + "-" + func.substr(studies.c.study_date, 7, 2))
+        return func.to_char(column, "YYYYMMDD")
+    return func.strftime("%Y%m%d", column)
 
 
 def _finding(conn: Connection, query: Any, describe: Any, limit: int) -> dict[str, Any]:
@@ -62,10 +63,10 @@ def report(conn: Connection, *, limit: int = 10) -> dict[str, Any]:
         identifier_systems, identifier_systems.c.system == patient_identifiers.c.system).where(
         identifier_systems.c.issuer == patients.c.issuer_of_patient_id,
         patient_identifiers.c.value == patients.c.patient_id).correlate(patients).scalar_subquery()
-    day = _study_day(conn)
     encounter_on_day = exists().where(and_(
         encounters.c.resource_type == "Encounter", encounters.c.record_id == patient_identifiers_of_record,
-        encounters.c.effective_date <= day, func.coalesce(encounters.c.effective_end, encounters.c.effective_date) >= day))
+        _as_da(conn, encounters.c.effective_date) <= studies.c.study_date,
+        _as_da(conn, func.coalesce(encounters.c.effective_end, encounters.c.effective_date)) >= studies.c.study_date))
 
     def study(r: Any) -> dict[str, Any]:
         return {"study": r.study_instance_uid, "accession": r.accession_number, "date": r.study_date}

@@ -316,6 +316,7 @@ patient_records = Table(
     Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     Column("merged_into", BigInteger().with_variant(Integer, "sqlite")),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Index(None, "merged_into"),
 )
 
 #: Business identifiers of a patient (FHIR Patient.identifier: system + value), one record each.
