@@ -5,7 +5,6 @@ Revises: 0004
 Create Date: 2026-11-23 10:56:57.951321
 """
 from alembic import op
-import sqlalchemy as sa
 
 
 revision = '0005'
