@@ -30,8 +30,8 @@ from pathlib import Path
 import psutil
 
 HERE = Path(__file__).resolve().parent
-OUT = HERE / "out"
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+sys.path.insert(0, str(HERE))
+from ingest import OUT, fresh_postgres, run_measured  # noqa: E402 - shared with the DICOM ingest benchmark
 
 
 def export(patients: int, seed: int = 7) -> tuple[Path, int, int]:
@@ -50,15 +50,6 @@ def export(patients: int, seed: int = 7) -> tuple[Path, int, int]:
     return path, sum(counts.values()), size
 
 
-def fresh_postgres(name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-
-
 def run(source: Path, data: Path, database_url: str | None, workers: int, *, fresh: bool = True,
         restart: bool = False) -> dict[str, float]:
     if fresh:
@@ -70,20 +61,7 @@ def run(source: Path, data: Path, database_url: str | None, workers: int, *, fre
                    env=env, check=True, capture_output=True)  # schema creation is not measured
     cmd = [sys.executable, "-m", "imagebank.cli", "--data", str(data), "ehr", "ingest", str(source),
            "--workers", str(workers), "--no-progress", "--json"] + (["--restart"] if restart else [])
-    started = time.monotonic()
-    proc = psutil.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak = 0
-    while proc.poll() is None:
-        try:
-            tree = [proc] + proc.children(recursive=True)
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    seconds = time.monotonic() - started
-    output = proc.stdout.read().decode() if proc.stdout else ""
-    if proc.returncode != 0:
-        raise SystemExit(f"ehr ingest failed ({proc.returncode}):\n{output[-3000:]}")
+    seconds, peak, output = run_measured(cmd, env)
     summary = json.loads(output[output.index("{"):])
     resources = sum(summary["actions"].values())
     return {"resources": resources, "seconds": seconds, "per_s": resources / seconds, "peak_mb": peak / 1e6,

@@ -55,6 +55,26 @@ def fresh_postgres(name: str) -> str:
     return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
+def run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str]:
+    """Run ``cmd``; its wall time, the peak resident memory of its whole process tree (parent and
+    workers, sampled every 50 ms) and its output. Exits with the output if the command failed."""
+    started = time.monotonic()
+    proc = psutil.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peak = 0
+    while proc.poll() is None:
+        try:
+            tree = [proc] + proc.children(recursive=True)
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    seconds = time.monotonic() - started
+    output = proc.stdout.read().decode() if proc.stdout else ""
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[3:6])} failed ({proc.returncode}):\n{output[-3000:]}")
+    return seconds, peak, output
+
+
 def run_ingest(source: Path, data: Path, database_url: str | None, workers: int) -> dict[str, float]:
     shutil.rmtree(data, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
@@ -65,20 +85,7 @@ def run_ingest(source: Path, data: Path, database_url: str | None, workers: int)
                    env=env, check=True, capture_output=True)
     cmd = [sys.executable, "-m", "imagebank.cli", "--data", str(data), "ingest", str(source),
            "--workers", str(workers), "--no-progress"]
-    started = time.monotonic()
-    proc = psutil.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    peak_tree = 0
-    while proc.poll() is None:
-        try:
-            tree = [proc] + proc.children(recursive=True)
-            peak_tree = max(peak_tree, sum(p.memory_info().rss for p in tree if p.is_running()))
-        except psutil.Error:
-            pass
-        time.sleep(0.05)
-    seconds = time.monotonic() - started
-    output = proc.stdout.read().decode() if proc.stdout else ""
-    if proc.returncode != 0:
-        raise SystemExit(f"ingest failed ({proc.returncode}):\n{output}")
+    seconds, peak_tree, output = run_measured(cmd, env)
     stored = int(output.split("stored ", 1)[1].split(",", 1)[0])
     size = sum(f.stat().st_size for f in source.rglob("*.dcm"))
     return {"instances": stored, "seconds": seconds, "per_s": stored / seconds, "mb_s": size / 1e6 / seconds,

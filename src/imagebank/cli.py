@@ -235,15 +235,9 @@ def _demo_ehr(settings: Settings, archive: Any, seed: int, patients: int, no_pro
 
 def _audit_import(ctx: click.Context, archive: Any, summary: Any, source: str) -> None:
     """One DICOM "Import" audit event (DCM 110107) per bulk run, by the operating-system user."""
-    import getpass
-
-    from imagebank.context import open_security
-    from imagebank.security.audit import AuditEvent
-
-    _, trail = open_security(_settings(ctx), archive.index.engine)
-    trail.record(AuditEvent("110107", "C", 0 if not summary.counts["rejected"] else 4,
-                            user_name=f"os:{getpass.getuser()}", object_type="import", object_id=source[:256],
-                            detail={k: int(v) for k, v in summary.counts.items()}))
+    _audit_cli(ctx, "110107", "C", {k: int(v) for k, v in summary.counts.items()},
+               outcome=0 if not summary.counts["rejected"] else 4, engine=archive.index.engine,
+               object_type="import", object_id=source[:256])
 
 
 @main.command()
@@ -763,16 +757,18 @@ def ehr() -> None:
     """The EHR side: FHIR R4 ingest, patient linkage."""
 
 
-def _audit_cli(ctx: click.Context, event_id: str, action: str, detail: dict[str, Any], outcome: int = 0) -> None:
+def _audit_cli(ctx: click.Context, event_id: str, action: str, detail: dict[str, Any], outcome: int = 0, *,
+               engine: Any = None, object_type: str = "ehr", object_id: str | None = None) -> None:
+    """An audit event for a command, by the operating-system user who ran it."""
     import getpass
 
     from imagebank.context import open_engine, open_security
     from imagebank.security.audit import AuditEvent
 
     settings = _settings(ctx)
-    _, trail = open_security(settings, open_engine(settings))
-    trail.record(AuditEvent(event_id, action, outcome, user_name=f"os:{getpass.getuser()}", object_type="ehr",
-                            detail=detail))
+    _, trail = open_security(settings, engine or open_engine(settings))
+    trail.record(AuditEvent(event_id, action, outcome, user_name=f"os:{getpass.getuser()}", object_type=object_type,
+                            object_id=object_id, detail=detail))
 
 
 @ehr.command("ingest")

@@ -17,13 +17,12 @@ from sqlalchemy import ColumnElement, Connection, and_, func, or_, select
 
 from imagebank.ehr import identity
 from imagebank.ehr.facts import ACCESSION_TYPE, DICOM_UID_SYSTEM, V2_0203
-from imagebank.ehr.outcome import FhirError, Issue
 from imagebank.ehr.search import (
     SearchResult,
-    _int,
     date_condition,
     identifier_records,
     patient_records,
+    read_params,
     split_token,
 )
 from imagebank.storage.schema import (
@@ -173,30 +172,11 @@ def _patient_pks(conn: Connection, records: list[int]) -> list[int]:
 
 def search(conn: Connection, params: list[tuple[str, str]], dicomweb_base: str, *, max_page: int = 1000,
            strict: bool = True) -> SearchResult:
+    controls = read_params("ImagingStudy", params, PARAMS, {"date", "started"}, max_page=max_page, strict=strict)
     conditions: list[ColumnElement[bool]] = []
-    count, offset, descending, want_total = min(100, max_page), 0, False, True
-    kept = []
-    for name, value in params:
-        base, _, modifier = name.partition(":")
-        if modifier:
-            raise FhirError(400, [Issue("invalid", f"the search modifier ':{modifier}' is not supported here", name)])
-        if base not in PARAMS:
-            if strict:
-                raise FhirError(400, [Issue("invalid", f"unknown search parameter {name!r} for ImagingStudy; "
-                                                       f"supported: {', '.join(sorted(PARAMS))}", name)])
-            continue
-        kept.append((name, value))
-        if base == "_count":
-            count = min(_int(name, value, 0, 10**9), max_page)
-        elif base == "_offset":
-            offset = _int(name, value, 0, 10**9)
-        elif base == "_sort":
-            if value.lstrip("-") not in ("date", "started"):
-                raise FhirError(400, [Issue("invalid", "_sort supports date (or -date) for ImagingStudy", name)])
-            descending = value.startswith("-")
-        elif base == "_total":
-            want_total = value != "none"
-        elif base == "_id":
+    for base, value in controls.filters:
+        name = base
+        if base == "_id":
             conditions.append(studies.c.study_instance_uid.in_(value.split(",")))
         elif base in ("patient", "subject"):
             conditions.append(studies.c.patient_pk.in_(_patient_pks(conn, patient_records(conn, name, value))))
@@ -223,9 +203,10 @@ def search(conn: Connection, params: list[tuple[str, str]], dicomweb_base: str, 
                     options.append(studies.c.id.in_(select(series.c.study_pk).where(series.c.modality == code)))
             conditions.append(or_(*options) if options else studies.c.id < 0)
     where = and_(*conditions) if conditions else studies.c.id >= 0
-    total = conn.execute(select(func.count()).select_from(studies).where(where)).scalar_one() if want_total else None
-    order = studies.c.study_date.desc() if descending else studies.c.study_date
-    rows = conn.execute(_study_query().where(where).order_by(order, studies.c.id).offset(offset).limit(count)).all() \
-        if count else []
-    return SearchResult([build(conn, r, dicomweb_base, with_instances=False) for r in rows], total, offset, count,
-                        kept)
+    total = conn.execute(select(func.count()).select_from(studies).where(where)).scalar_one() \
+        if controls.want_total else None
+    order = studies.c.study_date.desc() if controls.descending else studies.c.study_date
+    rows = conn.execute(_study_query().where(where).order_by(order, studies.c.id)
+                        .offset(controls.offset).limit(controls.count)).all() if controls.count else []
+    return SearchResult([build(conn, r, dicomweb_base, with_instances=False) for r in rows], total,
+                        controls.offset, controls.count, controls.kept)

@@ -156,12 +156,23 @@ def _int(name: str, value: str, low: int, high: int) -> int:
     return number
 
 
-def search(conn: Connection, resource_type: str, params: list[tuple[str, str]], *, max_page: int = 1000,
-           strict: bool = True) -> SearchResult:
-    allowed = PER_TYPE.get(resource_type, COMMON)
-    conditions: list[ColumnElement[bool]] = [ehr_resources.c.resource_type == resource_type]
-    count, offset, descending, want_total, sort_key = min(100, max_page), 0, False, True, "date"
-    kept: list[tuple[str, str]] = []
+@dataclass
+class Controls:
+    """The result parameters of a search (search.html#return): page, order, total; and the filters left."""
+
+    count: int
+    offset: int = 0
+    sort_key: str = "date"
+    descending: bool = False
+    want_total: bool = True
+    kept: list[tuple[str, str]] = field(default_factory=list)
+    filters: list[tuple[str, str]] = field(default_factory=list)  # (parameter, value) to turn into SQL
+
+
+def read_params(resource_type: str, params: list[tuple[str, str]], allowed: set[str], sort_keys: set[str], *,
+                max_page: int, strict: bool) -> Controls:
+    """Check every parameter (unknown ones and modifiers refused), take the result parameters."""
+    controls = Controls(count=min(100, max_page))
     for name, value in params:
         base, _, modifier = name.partition(":")
         if modifier:
@@ -169,22 +180,32 @@ def search(conn: Connection, resource_type: str, params: list[tuple[str, str]], 
         if base not in allowed:
             if strict:
                 raise _bad(name, f"unknown search parameter {name!r} for {resource_type}; supported: "
-                                 + ", ".join(sorted(p for p in allowed if not p.startswith("_format"))))
+                                 + ", ".join(sorted(p for p in allowed if p != "_format")))
             continue
-        kept.append((name, value))
+        controls.kept.append((name, value))
         if base == "_count":
-            count = min(_int(name, value, 0, 10**9), max_page)  # a larger page is cut (search.html#count)
+            controls.count = min(_int(name, value, 0, 10**9), max_page)  # a larger page is cut (search.html#count)
         elif base == "_offset":
-            offset = _int(name, value, 0, 10**9)
+            controls.offset = _int(name, value, 0, 10**9)
         elif base == "_sort":
-            if value.lstrip("-") not in SORT_COLUMNS:
-                raise _bad(name, "_sort supports date, _lastUpdated and _id (prefix - for descending)")
-            descending, sort_key = value.startswith("-"), value.lstrip("-")
+            if value.lstrip("-") not in sort_keys:
+                raise _bad(name, f"_sort supports {', '.join(sorted(sort_keys))} (prefix - for descending)")
+            controls.descending, controls.sort_key = value.startswith("-"), value.lstrip("-")
         elif base == "_total":
-            want_total = value != "none"
-        elif base == "_format":
-            continue
-        elif base == "_id":
+            controls.want_total = value != "none"
+        elif base != "_format":
+            controls.filters.append((base, value))
+    return controls
+
+
+def search(conn: Connection, resource_type: str, params: list[tuple[str, str]], *, max_page: int = 1000,
+           strict: bool = True) -> SearchResult:
+    controls = read_params(resource_type, params, PER_TYPE.get(resource_type, COMMON), set(SORT_COLUMNS),
+                           max_page=max_page, strict=strict)
+    conditions: list[ColumnElement[bool]] = [ehr_resources.c.resource_type == resource_type]
+    for base, value in controls.filters:
+        name = base
+        if base == "_id":
             conditions.append(ehr_resources.c.resource_id.in_(value.split(",")))
         elif base in ("patient", "subject"):
             conditions.append(ehr_resources.c.record_id.in_(patient_records(conn, name, value)))
@@ -211,13 +232,14 @@ def search(conn: Connection, resource_type: str, params: list[tuple[str, str]], 
             conditions.append(ehr_resources.c.value_text.in_(value.split(",")))
     where = and_(*conditions)
     total = conn.execute(select(func.count()).select_from(ehr_resources).where(where)).scalar_one() \
-        if want_total else None
-    column = SORT_COLUMNS[sort_key]
+        if controls.want_total else None
+    column = SORT_COLUMNS[controls.sort_key]
     # Resources without a date sort last on both databases (NULLS LAST is not SQLite's default).
-    order = [column.is_(None), column.desc() if descending else column, ehr_resources.c.id]
-    rows: Any = conn.execute(select(ehr_resources.c.resource_json).where(where)
-                             .order_by(*order).offset(offset).limit(count)) if count else []
-    return SearchResult([json.loads(r.resource_json) for r in rows], total, offset, count, kept)
+    order = [column.is_(None), column.desc() if controls.descending else column, ehr_resources.c.id]
+    rows: Any = conn.execute(select(ehr_resources.c.resource_json).where(where).order_by(*order)
+                             .offset(controls.offset).limit(controls.count)) if controls.count else []
+    return SearchResult([json.loads(r.resource_json) for r in rows], total, controls.offset, controls.count,
+                        controls.kept)
 
 
 def instant_condition(name: str, value: str, column: Any) -> ColumnElement[bool]:
