@@ -86,6 +86,7 @@ def test_search_by_patient_code_date_identifier_and_accession(fhir: Fhir) -> Non
     _load_record(fhir)
     assert _ids(fhir.get("/fhir/Patient", identifier=f"{MRN}|{fhir.mrn}").json()) == ["p1"]
     assert _ids(fhir.get("/fhir/Patient", name="mull").json()) == ["p1"]  # accent- and case-insensitive
+    assert _ids(fhir.get("/fhir/Patient", name="").json()) == ["p1"]  # an empty parameter is ignored
     psa_code = "http://loinc.org|2857-1"
     assert _ids(fhir.get("/fhir/Observation", patient="Patient/p1", code=psa_code).json()) == ["o1", "o2", "o3"]
     assert _ids(fhir.get("/fhir/Observation", patient="p1", code=psa_code, date="ge2023-10").json()) == ["o2", "o3"]

@@ -182,6 +182,8 @@ def read_params(resource_type: str, params: list[tuple[str, str]], allowed: set[
                 raise _bad(name, f"unknown search parameter {name!r} for {resource_type}; supported: "
                                  + ", ".join(sorted(p for p in allowed if p != "_format")))
             continue
+        if value == "":
+            continue  # a parameter without a value is ignored (search.html#errors)
         controls.kept.append((name, value))
         if base == "_count":
             controls.count = min(_int(name, value, 0, 10**9), max_page)  # a larger page is cut (search.html#count)
