@@ -1,0 +1,184 @@
+"""What is known to identify one patient: the input of the text scrubber and the leak verifier.
+
+Collected from the patient's own source objects (DICOM headers, FHIR Patient and related resources), so
+both tools can look for *this* patient's names, IDs and dates in free text and in outputs, exactly and
+approximately, instead of relying on patterns alone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
+
+#: Name parts shorter than this are not searched alone ("Li", "Al"): too many false hits in text.
+MIN_NAME_PART = 3
+#: Identifiers shorter than this are not searched alone (a PatientID "12" would match every number).
+MIN_ID_LENGTH = 4
+
+# Attributes whose values identify the patient directly (PS3.15 Table E.1-1 rows with D/Z/X for the
+# patient, the visit and the order). Dates are collected from every DA/DT element instead.
+_ID_KEYWORDS = (
+    "PatientID", "OtherPatientIDs", "AccessionNumber", "StudyID", "AdmissionID", "MedicalRecordLocator",
+    "PatientInsurancePlanCodeSequence", "MilitaryRank", "RequestedProcedureID", "PerformedProcedureStepID",
+    "ScheduledProcedureStepID", "FillerOrderNumberImagingServiceRequest",
+    "PlacerOrderNumberImagingServiceRequest", "IssuerOfPatientID",
+)
+_NAME_KEYWORDS = (
+    "PatientName", "OtherPatientNames", "PatientBirthName", "PatientMotherBirthName", "ResponsiblePerson",
+    "ReferringPhysicianName", "PerformingPhysicianName", "NameOfPhysiciansReadingStudy", "OperatorsName",
+    "PhysiciansOfRecord", "RequestingPhysician", "PersonName",
+)
+_OTHER_KEYWORDS = (
+    "PatientAddress", "PatientTelephoneNumbers", "PatientTelecomInformation", "CountryOfResidence",
+    "RegionOfResidence",
+)
+#: Kept apart: the Retain Institution Identity option (PS3.15 E.3.8) lets them through on purpose.
+_INSTITUTION_KEYWORDS = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName")
+
+
+def normalize(text: str) -> str:
+    """Lower case without accents: ``"Müller"`` and ``"MULLER"`` compare equal."""
+    if text.isascii():
+        return text.lower()
+    decomposed = unicodedata.normalize("NFKD", text)
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def name_parts(name: str) -> list[str]:
+    """The searchable parts of a person name (DICOM ``^``/``=`` separated or free text)."""
+    return [p for p in re.split(r"[\^=,\s.]+", name) if len(p) >= MIN_NAME_PART]
+
+
+@dataclass
+class KnownIdentifiers:
+    """Identifying strings and dates of one patient (and the people and places around their care)."""
+
+    names: set[str] = field(default_factory=set)  # whole names as written ("DOE^JOHN", "John Doe")
+    name_parts: set[str] = field(default_factory=set)  # "DOE", "JOHN" (>= MIN_NAME_PART characters)
+    ids: set[str] = field(default_factory=set)  # MRN, other IDs, accession numbers, order numbers
+    dates: set[dt.date] = field(default_factory=set)  # birth date, visit and study dates
+    other: set[str] = field(default_factory=set)  # addresses, phone numbers, e-mails
+    institutions: set[str] = field(default_factory=set)  # where the patient was seen (names, addresses)
+    uids: set[str] = field(default_factory=set)  # original instance UIDs (never to appear in an output)
+
+    def add_name(self, name: str | PersonName | None) -> None:
+        text = str(name or "").strip()
+        if not text:
+            return
+        self.names.add(text)
+        self.name_parts.update(name_parts(text))
+
+    def add_id(self, value: object) -> None:
+        text = str(value or "").strip()
+        if len(text) >= MIN_ID_LENGTH:
+            self.ids.add(text)
+
+    def add_other(self, value: object) -> None:
+        text = str(value or "").strip()
+        if len(text) >= MIN_ID_LENGTH:
+            self.other.add(text)
+
+    def add_date(self, value: object) -> None:
+        date = parse_dicom_date(value)
+        if date is not None:
+            self.dates.add(date)
+
+    def update(self, other: KnownIdentifiers) -> None:
+        self.names |= other.names
+        self.name_parts |= other.name_parts
+        self.ids |= other.ids
+        self.dates |= other.dates
+        self.other |= other.other
+        self.institutions |= other.institutions
+        self.uids |= other.uids
+
+    def strings(self) -> Iterator[str]:
+        """Every identifying string, longest first (so a full name is reported before its parts)."""
+        yield from sorted(self.names | self.ids | self.other | self.name_parts, key=len, reverse=True)
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> KnownIdentifiers:
+        known = cls()
+        known.collect(ds)
+        return known
+
+    def collect(self, ds: Dataset) -> None:
+        """Add the identifiers found anywhere in ``ds`` (all sequence depths)."""
+        for elem in _walk(ds):
+            kw = elem.keyword
+            values = _values(elem.value)
+            if elem.VR == "PN" or kw in _NAME_KEYWORDS:
+                for v in values:
+                    self.add_name(str(v))
+            elif elem.VR in ("DA", "DT"):
+                for v in values:
+                    self.add_date(v)
+            elif elem.VR == "UI" and kw not in ("SOPClassUID", "ReferencedSOPClassUID", "TransferSyntaxUID",
+                                                "MediaStorageSOPClassUID", "ImplementationClassUID"):
+                self.uids.update(str(v) for v in values if v)
+            elif kw in _ID_KEYWORDS:
+                for v in values:
+                    self.add_id(v)
+            elif kw in _OTHER_KEYWORDS:
+                for v in values:
+                    self.add_other(v)
+            elif kw in _INSTITUTION_KEYWORDS:
+                self.institutions.update(str(v).strip() for v in values if len(str(v or "").strip()) >= MIN_ID_LENGTH)
+
+    def collect_fhir(self, resource: dict) -> None:
+        """Add what a FHIR resource says about its patient (Patient names, identifiers, telecom...)."""
+        for name in resource.get("name", []) if resource.get("resourceType") in ("Patient", "Person",
+                                                                                  "RelatedPerson") else []:
+            family = name.get("family") or ""
+            given = " ".join(name.get("given") or [])
+            self.add_name(" ".join(p for p in (given, family) if p))
+            for part in [family, *(name.get("given") or [])]:
+                if len(part) >= MIN_NAME_PART:
+                    self.name_parts.add(part)
+        for ident in resource.get("identifier", []) or []:
+            if isinstance(ident, dict):
+                self.add_id(ident.get("value"))
+        for tel in resource.get("telecom", []) or []:
+            if isinstance(tel, dict):
+                self.add_other(tel.get("value"))
+        for address in resource.get("address", []) or []:
+            if isinstance(address, dict):
+                for line in address.get("line") or []:
+                    self.add_other(line)
+                for key in ("city", "postalCode", "text"):
+                    self.add_other(address.get(key))
+        if resource.get("birthDate"):
+            self.add_date(resource["birthDate"])
+
+
+def parse_dicom_date(value: object) -> dt.date | None:
+    """The date in a DA (``YYYYMMDD``), DT (``YYYYMMDDhhmmss...``) or ISO (``YYYY-MM-DD``) value."""
+    text = str(value or "").strip().replace("-", "")
+    if len(text) < 8 or not text[:8].isdigit():
+        return None
+    try:
+        return dt.date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except ValueError:
+        return None
+
+
+def _values(value: object) -> list[object]:
+    if isinstance(value, (list, tuple, MultiValue)):
+        return list(value)
+    return [value]
+
+
+def _walk(ds: Dataset) -> Iterable:
+    for elem in ds:
+        if elem.VR == "SQ":
+            for item in elem.value or []:
+                yield from _walk(item)
+        else:
+            yield elem
