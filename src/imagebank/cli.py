@@ -21,7 +21,7 @@ import click
 
 from imagebank import __version__
 from imagebank.config import Settings, load_settings
-from imagebank.errors import ImagebankError
+from imagebank.errors import ConfigError, ImagebankError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -851,6 +851,193 @@ def ehr_synth(patients: int, seed: int, start: int, out: str) -> None:
     counts = write_ndjson(out, seed, patients, start)
     click.echo(f"wrote {sum(counts.values())} resources of {patients} patients to {out}: "
                + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+# ------------------------------------------------------------------------------------------ de-identification
+@main.group()
+def deid() -> None:
+    """De-identification into the research zone (DICOM PS3.15 Annex E) and the linkage vault."""
+
+
+@deid.group("project")
+def deid_project() -> None:
+    """Projects: one secret key each, so pseudonyms are stable within a project and unlinkable across."""
+
+
+@deid_project.command("create")
+@click.argument("name")
+@click.option("--key-file", type=click.Path(exists=True, dir_okay=False),
+              help="Use this key (base64, from 'export-key' at another site) to produce the same pseudonyms.")
+@click.option("--max-shift-days", type=click.IntRange(min=1, max=36500), default=1095, show_default=True,
+              help="Dates move back by 1..N days per patient.")
+@click.pass_context
+@_friendly_errors
+def deid_project_create(ctx: click.Context, name: str, key_file: str | None, max_shift_days: int) -> None:
+    import base64
+    import binascii
+
+    from imagebank.context import open_vault
+
+    key = None
+    if key_file:
+        try:
+            key = base64.b64decode(Path(key_file).read_text().strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ConfigError(f"{key_file}: not a base64 key written by 'imagebank deid project export-key'") from None
+    open_vault(_settings(ctx)).create_project(name, key=key, max_shift_days=max_shift_days)
+    _audit_cli(ctx, "110100", "C", {"deid_project": name, "shared_key": bool(key)}, object_type="deid-project",
+               object_id=name)
+    click.echo(f"created de-identification project {name}" + (" with the given key" if key else ""))
+
+
+@deid_project.command("list")
+@click.pass_context
+@_friendly_errors
+def deid_project_list(ctx: click.Context) -> None:
+    from imagebank.context import open_vault
+
+    vault = open_vault(_settings(ctx))
+    for name in vault.list_projects():
+        counts = vault.counts(name)
+        click.echo(f"{name}\t{counts['subjects']} patients\t{counts['studies']} studies")
+
+
+def _as_principal(ctx: click.Context, username: str) -> Any:
+    accounts, _ = _security(ctx)
+    user = accounts.get_user(username)
+    if user.disabled:
+        raise ConfigError(f"user {username!r} is disabled")
+    import getpass
+
+    return user.principal(kind="user", address=f"cli:{getpass.getuser()}")
+
+
+@deid_project.command("export-key")
+@click.argument("name")
+@click.option("--as", "as_user", required=True, help="The honest broker exporting the key (audited).")
+@click.pass_context
+@_friendly_errors
+def deid_project_export_key(ctx: click.Context, name: str, as_user: str) -> None:
+    """Print the project key (base64) for another site that must produce the same pseudonyms."""
+    from imagebank.context import open_engine, open_security, open_vault
+
+    settings = _settings(ctx)
+    _, trail = open_security(settings, open_engine(settings))
+    click.echo(open_vault(settings).export_key(name, principal=_as_principal(ctx, as_user), trail=trail))
+
+
+@deid.command("profile")
+@click.option("--option", "options", multiple=True, help="Add a PS3.15 option (repeatable).")
+@click.option("--basic", is_flag=True, help="Start from the Basic Profile instead of [deid] options.")
+@click.pass_context
+@_friendly_errors
+def deid_profile_show(ctx: click.Context, options: tuple[str, ...], basic: bool) -> None:
+    """Show the profile a run would apply (options, table edition, engine version)."""
+    import json
+
+    from imagebank.context import deid_profile
+
+    click.echo(json.dumps(deid_profile(_settings(ctx), options, basic=basic).describe(), indent=1))
+
+
+@deid.command("run")
+@click.argument("paths", nargs=-1, type=click.Path(exists=True))
+@click.option("--project", required=True, help="The de-identification project (its key picks the pseudonyms).")
+@click.option("--output", required=True, type=click.Path(file_okay=False), help="Research-zone output folder.")
+@click.option("--study", "studies", multiple=True, help="An archived study to de-identify (repeatable).")
+@click.option("--all-studies", is_flag=True, help="Every study in the archive.")
+@click.option("--ehr", "with_ehr", is_flag=True, help="Also the EHR rows (FHIR resources) of every patient record.")
+@click.option("--option", "options", multiple=True, help="Add a PS3.15 option for this run (repeatable).")
+@click.option("--basic", is_flag=True, help="Basic Profile + --option only, instead of [deid] options.")
+@click.option("--workers", type=int, help="Processes (default: deid.workers, 0 = one per CPU).")
+@click.option("--retry-quarantined", is_flag=True, help="Try again what earlier runs quarantined.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+@_friendly_errors
+def deid_run(ctx: click.Context, paths: tuple[str, ...], project: str, output: str, studies: tuple[str, ...],
+             all_studies: bool, with_ehr: bool, options: tuple[str, ...], basic: bool, workers: int | None,
+             retry_quarantined: bool, no_progress: bool, as_json: bool) -> None:
+    """De-identify DICOM files/folders, archived studies and EHR rows into OUTPUT.
+
+    Every object is verified for leaks before it is written; what cannot be made safe is quarantined
+    (DATA/deid-quarantine) and counted. Resumable: a rerun skips what is done. Exit status 1 when
+    something was quarantined.
+    """
+    import itertools
+    import json
+    import os
+
+    from tqdm import tqdm
+
+    from imagebank.context import deid_profile, open_engine, open_vault
+    from imagebank.deid.run import DeidJob, EhrExport, Worker, WorkerConfig, archive_sources, file_sources
+
+    settings = _settings(ctx)
+    if not (paths or studies or all_studies or with_ehr):
+        raise ConfigError("nothing to de-identify: give files/folders, --study UID, --all-studies or --ehr")
+    vault = open_vault(settings)
+    proj = vault.project(project)
+    engine = open_engine(settings)
+    count = workers if workers is not None else settings.deid.workers
+    count = count or (os.cpu_count() or 1)
+    config = WorkerConfig(
+        key=proj.key, max_shift_days=proj.max_shift_days, profile=deid_profile(settings, options, basic=basic),
+        issuer_systems=settings.ehr.issuer_systems, output_dir=str(Path(output).resolve()),
+        database_url=settings.database_url, blob_url=settings.blob_url,
+        pixel_rules_file=settings.deid.pixel_rules_file or None, ocr=settings.deid.ocr == "auto",
+        institutions=tuple(settings.deid.institutions))
+    job = DeidJob(config, project=project, vault=vault, quarantine_dir=settings.data_dir / "deid-quarantine",
+                  workers=count)
+    sources = list(itertools.chain(
+        file_sources(Path(p) for p in paths),
+        archive_sources(engine, None if all_studies else studies) if (studies or all_studies) else ()))
+    if sources:
+        with tqdm(total=len(sources), unit="obj", disable=no_progress, desc="de-identify") as bar:
+            job.run(sources, progress=bar.update, retry_quarantined=retry_quarantined)
+    if with_ehr:
+        export = EhrExport(Worker(config), engine, project=project, vault=vault, quarantine=job)
+        records = export.records()
+        with tqdm(total=len(records), unit="patient", disable=no_progress, desc="EHR") as bar:
+            export.run(records, progress=bar.update)
+    job.write_report()
+    report = job.report
+    _audit_cli(ctx, "110106", "E", {"deid_project": project, "released": report.released,
+                                    "quarantined": report.quarantined + report.ehr_quarantined,
+                                    "ehr_resources": report.ehr_resources}, engine=engine,
+               object_type="deid-run", object_id=project)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=1, sort_keys=True))
+    else:
+        rate = report.released / report.seconds if report.seconds else 0.0
+        click.echo(f"released {report.released} objects ({report.bytes_out / 1e6:.1f} MB, {rate:.1f}/s), "
+                   f"skipped {report.skipped} done earlier, quarantined {report.quarantined}"
+                   + (f" ({', '.join(f'{k} {v}' for k, v in sorted(report.reasons.items()))})"
+                      if report.reasons else "")
+                   + (f"; EHR: {report.ehr_resources} resources, {report.ehr_quarantined} quarantined"
+                      if with_ehr else ""))
+    if report.quarantined or report.ehr_quarantined:
+        sys.exit(1)
+
+
+@deid.command("reidentify")
+@click.argument("pseudonym_or_study")
+@click.option("--project", required=True)
+@click.option("--as", "as_user", required=True, help="The honest broker asking (needs linkage:read).")
+@click.option("--reason", required=True, help="Why (recorded in the audit trail).")
+@click.pass_context
+@_friendly_errors
+def deid_reidentify(ctx: click.Context, pseudonym_or_study: str, project: str, as_user: str, reason: str) -> None:
+    """Who is behind a pseudonym or research Study UID (honest broker only; every attempt is audited)."""
+    import json
+
+    from imagebank.context import open_engine, open_security, open_vault
+
+    settings = _settings(ctx)
+    _, trail = open_security(settings, open_engine(settings))
+    result = open_vault(settings).reidentify(project, pseudonym_or_study, principal=_as_principal(ctx, as_user),
+                                             reason=reason, trail=trail)
+    click.echo(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

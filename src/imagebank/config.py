@@ -168,6 +168,27 @@ class EhrSettings(_Section):
     max_bundle_mb: int = Field(default=64, ge=1)
 
 
+class DeidSettings(_Section):
+    """De-identification (PS3.15 Annex E) for the research zone, and the linkage vault."""
+
+    #: The linkage vault's database (project keys, pseudonym -> patient). Default DATA/vault/linkage.sqlite3.
+    vault_url: str = ""
+    #: PS3.15 E.3 options on top of the Basic Profile (names as in imagebank.deid.profile.Option).
+    options: list[str] = Field(default_factory=lambda: [
+        "retain_modified_dates", "retain_patient_characteristics", "clean_descriptors",
+        "clean_structured_content", "clean_graphics", "clean_pixel_data"])
+    #: Private attributes known to be safe ("CREATOR:gggg,xxee"), kept with option retain_safe_private.
+    safe_private: list[str] = Field(default_factory=list)
+    #: Extra burned-in text regions per manufacturer/model (JSON file, same format as the shipped rules).
+    pixel_rules_file: str = ""
+    #: "auto": use tesseract OCR for images at risk when installed; "off": region rules only.
+    ocr: str = Field(default="auto", pattern="^(auto|off)$")
+    #: Institution names to scrub from free text (besides what the patient's own record names).
+    institutions: list[str] = Field(default_factory=list)
+    #: Processes for batch de-identification; 0 means one per CPU.
+    workers: int = Field(default=0, ge=0)
+
+
 class Settings(_Section):
     data_dir: Path
     database: DatabaseSettings = DatabaseSettings()
@@ -178,6 +199,7 @@ class Settings(_Section):
     dicom: DicomSettings = DicomSettings()
     dicomweb: DicomwebSettings = DicomwebSettings()
     ehr: EhrSettings = EhrSettings()
+    deid: DeidSettings = DeidSettings()
 
     @property
     def audit_key_path(self) -> Path:
@@ -187,6 +209,10 @@ class Settings(_Section):
     @property
     def database_url(self) -> str:
         return self.database.url or f"sqlite:///{self.data_dir / 'index.sqlite3'}"
+
+    @property
+    def vault_url(self) -> str:
+        return self.deid.vault_url or f"sqlite:///{self.data_dir / 'vault' / 'linkage.sqlite3'}"
 
     @property
     def blob_url(self) -> str:

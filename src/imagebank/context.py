@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine
 
@@ -64,3 +64,21 @@ def open_ehr(settings: Settings, engine: Engine) -> EhrStore:
     from imagebank.ehr.store import EhrStore
 
     return EhrStore(engine, settings.ehr.issuer_systems)
+
+
+def open_vault(settings: Settings) -> Any:
+    """The linkage vault (its own database: project keys and pseudonym -> patient)."""
+    from imagebank.deid.vault import LinkageVault
+
+    return LinkageVault.open(settings.vault_url)
+
+
+def deid_profile(settings: Settings, extra_options: tuple[str, ...] = (), *, basic: bool = False) -> Any:
+    """The configured de-identification profile (``[deid] options``), or the Basic Profile + ``extra_options``."""
+    from imagebank.deid.profile import profile_from_names
+
+    options = list(extra_options) if basic else sorted(set(settings.deid.options) | set(extra_options))
+    try:
+        return profile_from_names("basic" if basic else "research", options, settings.deid.safe_private)
+    except ValueError as exc:
+        raise ConfigError(f"deid: {exc}") from None

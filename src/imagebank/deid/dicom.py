@@ -1,0 +1,343 @@
+"""Apply a :class:`~imagebank.deid.profile.Profile` to one DICOM dataset, at any depth of sequences.
+
+The walk looks up every element in Table E.1-1 (:func:`~imagebank.deid.profile.load_table`), resolves the
+single action the profile gives it and applies it; elements the table does not list are kept (PS3.15 E.1.1:
+the table lists what may identify), except inside sequences being cleaned, where free text is scrubbed.
+Private elements are removed unless the profile retains them as safe (PS3.15 E.3.10).
+
+Identity is replaced, not only removed, where research needs the link: Patient's Name and Patient ID become
+the patient's pseudonym (a Z/D "dummy value consistent with the VR"), UIDs map through the keyed UID map
+(U), dates shift by the patient's offset (C under Retain Longitudinal Temporal Information with Modified
+Dates). Then the result is marked as PS3.15 E.1.1 asks: Patient Identity Removed, De-identification Method
+and its Code Sequence (CID 7050), Longitudinal Temporal Information Modified.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.multival import MultiValue
+from pydicom.sequence import Sequence
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
+
+from imagebank.deid.errors import Quarantined
+from imagebank.deid.identifiers import KnownIdentifiers
+from imagebank.deid.profile import METHOD_CODES, Option, Profile, load_table
+from imagebank.deid.pseudonyms import Pseudonymizer
+
+#: VRs holding free text that "clean" scrubs (PS3.15 E.3.5 Clean Descriptors, E.3.9 Clean Structured Content).
+TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN"})
+_BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
+_NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
+#: Dummy values (action D) per VR: obviously not real data, valid for the VR.
+_DUMMY = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000D", "IS": "0", "DS": "0",
+          "CS": "ANONYMIZED", "AE": "ANONYMIZED", "SH": "ANONYMIZED", "LO": "ANONYMIZED", "PN": "ANONYMIZED",
+          "ST": "ANONYMIZED", "LT": "ANONYMIZED", "UT": "ANONYMIZED", "UC": "ANONYMIZED", "UR": "", "UI": ""}
+_PATIENT_NAME = 0x00100010
+_PATIENT_ID = 0x00100020
+_OVERLAY_OR_CURVE_DATA = frozenset({0x3000})  # (60xx,3000) Overlay Data: cleaning means removing it
+
+Scrubber = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Guards against hostile or broken input (PS3.15 says nothing; an archive must not hang or explode)."""
+
+    max_depth: int = 24
+    max_elements: int = 2_000_000
+    max_sequence_items: int = 100_000
+
+
+@dataclass
+class Deidentified:
+    dataset: Dataset
+    pseudonym: str
+    study_uid: str  # the output Study Instance UID
+    source_study_uid: str
+    pixel_method: str = "none"
+    scrubbed_values: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class DicomDeidentifier:
+    """One configured engine: profile + project key (+ text scrubber and pixel cleaner)."""
+
+    def __init__(self, profile: Profile, pseudonyms: Pseudonymizer, *, scrubber: Scrubber | None = None,
+                 pixel_rules: tuple[Any, ...] = (), ocr: Any = None, limits: Limits | None = None,
+                 institutions: tuple[str, ...] = ()) -> None:
+        self.profile = profile
+        self.pseudonyms = pseudonyms
+        self.table = load_table()
+        if scrubber is None:
+            from imagebank.deid.text import scrub_text
+            scrubber = scrub_text
+        self.scrubber = scrubber
+        self.pixel_rules = pixel_rules
+        self.ocr = ocr
+        self.limits = limits or Limits()
+        self.institutions = institutions
+        self._safe = {(s.creator.strip().upper(), s.group, s.offset) for s in profile.safe_private}
+
+    # -------------------------------------------------------------------------------------------------
+    def deidentify(self, ds: Dataset, *, subject: str, known: KnownIdentifiers | None = None) -> Deidentified:
+        """De-identify ``ds`` in place and return it with what was done.
+
+        ``subject`` is the stable key of the patient (see :func:`imagebank.deid.run.subject_key`): it picks
+        the pseudonym and the date shift. ``known`` adds identifiers from the patient's EHR record to those
+        found in the dataset itself, for the text scrubber. Raises :class:`Quarantined` when the dataset
+        cannot be made safe.
+        """
+        if known is None:
+            known = KnownIdentifiers.from_dataset(ds)
+        source_study_uid = str(ds.get("StudyInstanceUID", "") or "")
+        run = _Run(self, subject, known)
+        try:
+            run.walk(ds, depth=0, cleaning=False)
+            if getattr(ds, "file_meta", None) is not None:
+                run.meta(ds)
+        except Quarantined:
+            raise
+        except RecursionError:
+            raise Quarantined("too-deep", "sequences nested too deeply to process") from None
+        except (ValueError, TypeError, KeyError, AttributeError, NotImplementedError, OverflowError) as exc:
+            # A value pydicom cannot decode (unknown VR, bad length, invalid character set...): the file
+            # cannot be read completely, so it cannot be proven clean.
+            raise Quarantined("unreadable", f"cannot decode an element ({type(exc).__name__})") from None
+        pixel_method = self._pixels(ds, known)
+        self._mark(ds, run)
+        study_uid = str(ds.get("StudyInstanceUID", "") or "")
+        return Deidentified(ds, run.pseudonym, study_uid, source_study_uid, pixel_method, run.scrubbed)
+
+    def _pixels(self, ds: Dataset, known: KnownIdentifiers) -> str:
+        from imagebank.deid.pixels import assess, clean_pixels
+
+        risk = assess(ds)
+        if not risk.at_risk:
+            return "none"
+        if not self.profile.has(Option.CLEAN_PIXEL_DATA):
+            raise Quarantined("pixel-risk", "pixel data may hold burned-in identity and the profile does not "
+                                            "clean pixel data (" + "; ".join(risk.reasons) + ")")
+        outcome = clean_pixels(ds, rules=self.pixel_rules, ocr=self.ocr, known=known)
+        return str(outcome.method)
+
+    def _mark(self, ds: Dataset, run: _Run) -> None:
+        """PS3.15 E.1.1 and PS3.3 C.7.1.1.1.1: say truthfully that and how identity was removed."""
+        profile = self.profile
+        ds.PatientName = run.pseudonym
+        ds.PatientID = run.pseudonym
+        ds.PatientIdentityRemoved = "YES"
+        ds.DeidentificationMethod = profile.label
+        codes = Sequence()
+        for key in ["basic", *sorted(o for o in profile.options if o in METHOD_CODES)]:
+            value, meaning = METHOD_CODES[key]
+            item = Dataset()
+            item.CodeValue = value
+            item.CodingSchemeDesignator = "DCM"
+            item.CodeMeaning = meaning
+            codes.append(item)
+        ds.DeidentificationMethodCodeSequence = codes
+        if profile.has(Option.RETAIN_FULL_DATES):
+            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+        elif profile.has(Option.RETAIN_MODIFIED_DATES):
+            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+        else:
+            ds.LongitudinalTemporalInformationModified = "REMOVED"
+
+
+class _Run:
+    """The state of one dataset's walk: subject, element budget, counters."""
+
+    def __init__(self, engine: DicomDeidentifier, subject: str, known: KnownIdentifiers) -> None:
+        self.engine = engine
+        self.profile = engine.profile
+        self.subject = subject
+        self.known = known
+        self.pseudonym = engine.pseudonyms.patient(subject)
+        self.elements = 0
+        self.scrubbed = 0
+        self.keep_uids = engine.profile.has(Option.RETAIN_UIDS)
+        # Where the patient was seen identifies them in free text too, unless kept on purpose (PS3.15 E.3.8).
+        self.institutions = engine.institutions if engine.profile.has(Option.RETAIN_INSTITUTION_IDENTITY) else (
+            *engine.institutions, *sorted(known.institutions))
+
+    # -- the walk -----------------------------------------------------------------------------------------
+    def walk(self, ds: Dataset, *, depth: int, cleaning: bool) -> None:
+        limits = self.engine.limits
+        if depth > limits.max_depth:
+            raise Quarantined("too-deep", f"sequences nested deeper than {limits.max_depth} levels")
+        for elem in list(ds):
+            self.elements += 1
+            if self.elements > limits.max_elements:
+                raise Quarantined("too-large", f"more than {limits.max_elements} elements")
+            tag = int(elem.tag)
+            if elem.tag.is_private:
+                self._private(ds, elem)
+                continue
+            row = self.engine.table.row_for(tag)
+            if row is None:
+                self._unlisted(ds, elem, depth=depth, cleaning=cleaning)
+                continue
+            self._apply(ds, elem, self.profile.action(row), depth=depth, cleaning=cleaning)
+
+    def _unlisted(self, ds: Dataset, elem: DataElement, *, depth: int, cleaning: bool) -> None:
+        if elem.VR == "SQ":
+            self._items(elem, depth=depth, cleaning=cleaning)
+        elif cleaning and elem.VR in TEXT_VRS:
+            self._clean_text(elem)
+        elif cleaning and elem.VR in ("DA", "DT"):
+            self._clean_date(ds, elem)
+
+    def _items(self, elem: DataElement, *, depth: int, cleaning: bool) -> None:
+        items = elem.value or []
+        if len(items) > self.engine.limits.max_sequence_items:
+            raise Quarantined("too-large", f"a sequence with more than {self.engine.limits.max_sequence_items} items")
+        for item in items:
+            self.walk(item, depth=depth + 1, cleaning=cleaning)
+
+    def _apply(self, ds: Dataset, elem: DataElement, action: str, *, depth: int, cleaning: bool) -> None:
+        tag = int(elem.tag)
+        if tag in (_PATIENT_NAME, _PATIENT_ID):
+            elem.value = self.pseudonym  # Z/D with a value consistent with the VR: the pseudonym
+            return
+        if action == "X":
+            del ds[elem.tag]
+        elif action == "K":
+            if elem.VR == "SQ":
+                self._items(elem, depth=depth, cleaning=cleaning)
+        elif action == "Z":
+            elem.value = _empty(elem.VR)
+        elif action == "D":
+            if elem.VR == "SQ":
+                # A dummy sequence cannot carry meaning; an empty one keeps Type 2 conformance.
+                elem.value = Sequence()
+            elif elem.VR == "UI":
+                self._map_uids(elem)
+            elif elem.VR in ("DA", "DT") and self.profile.has(Option.RETAIN_MODIFIED_DATES):
+                self._clean_date(ds, elem)
+            else:
+                elem.value = _dummy(elem.VR)
+        elif action == "U":
+            if elem.VR == "SQ":
+                self._items(elem, depth=depth, cleaning=cleaning)
+            elif not self.keep_uids:
+                self._map_uids(elem)
+        elif action == "C":
+            self._clean(ds, elem, depth=depth)
+        else:  # pragma: no cover - the table test proves every action is known
+            raise ValueError(f"unknown action {action!r}")
+
+    def _clean(self, ds: Dataset, elem: DataElement, *, depth: int) -> None:
+        """C: keep what is known to be free of identity; everything else is replaced."""
+        group, element = int(elem.tag) >> 16, int(elem.tag) & 0xFFFF
+        if elem.VR == "SQ":
+            self._items(elem, depth=depth, cleaning=True)
+        elif elem.VR in ("DA", "DT"):
+            self._clean_date(ds, elem)
+        elif elem.VR == "TM":
+            return  # time of day is kept: the shift is whole days (PS3.15 E.3.6)
+        elif elem.VR in TEXT_VRS:
+            self._clean_text(elem)
+        elif (group & 0xFF00) in (0x6000, 0x5000) and (element in _OVERLAY_OR_CURVE_DATA or group & 0xFF00 == 0x5000):
+            # Overlay and curve data are bitmaps/graphs that may draw text; without a way to read them they
+            # are removed (PS3.15 E.3.4 Clean Graphics allows keeping only what is known to be safe).
+            del ds[elem.tag]
+        elif elem.VR in _BINARY_VRS:
+            elem.value = b""
+
+    def _clean_text(self, elem: DataElement) -> None:
+        values = _text_values(elem.value)
+        if not values:
+            return
+        shift = self._shift_function()
+        cleaned = []
+        for value in values:
+            result = self.engine.scrubber(value, self.known, shift=shift, institutions=self.institutions)
+            if result.findings:
+                self.scrubbed += 1
+            cleaned.append(result.text)
+        if elem.VR == "PN":
+            # A person name is identity by definition; a scrubbed remainder could still be a name.
+            elem.value = "" if not any(cleaned) else "ANONYMIZED"
+            return
+        elem.value = cleaned if len(cleaned) > 1 else cleaned[0]
+
+    def _shift_function(self) -> Callable[[dt.date], dt.date] | None:
+        if self.profile.has(Option.RETAIN_FULL_DATES):
+            return lambda date: date
+        if self.profile.has(Option.RETAIN_MODIFIED_DATES):
+            return lambda date: self.engine.pseudonyms.shift_date(date, self.subject)
+        return None
+
+    def _clean_date(self, ds: Dataset, elem: DataElement) -> None:
+        if self.profile.has(Option.RETAIN_FULL_DATES):
+            return
+        if not self.profile.has(Option.RETAIN_MODIFIED_DATES):
+            elem.value = _empty(elem.VR)
+            return
+        values = _text_values(elem.value)
+        shift = self.engine.pseudonyms.shift_da if elem.VR == "DA" else self.engine.pseudonyms.shift_dt
+        shifted = [shift(v, self.subject) for v in values]
+        elem.value = shifted if len(shifted) > 1 else (shifted[0] if shifted else "")
+
+    def _map_uids(self, elem: DataElement) -> None:
+        values = _text_values(elem.value)
+        mapped = [self.engine.pseudonyms.uid(v) for v in values if v]
+        elem.value = mapped if len(mapped) > 1 else (mapped[0] if mapped else "")
+
+    def _private(self, ds: Dataset, elem: DataElement) -> None:
+        """PS3.15 E.3.10: private attributes are removed unless on the safe list (with their creator)."""
+        if self.profile.has(Option.RETAIN_SAFE_PRIVATE) and self.engine._safe:
+            group, element = int(elem.tag) >> 16, int(elem.tag) & 0xFFFF
+            if 0x0010 <= element <= 0x00FF:  # a private creator: kept if a safe element of it exists
+                creator = str(elem.value or "").strip().upper()
+                if any(c == creator and g == group for c, g, _ in self.engine._safe):
+                    return
+            elif element >= 0x1000:
+                creator_elem = ds.get((group << 16) | (element >> 8))
+                creator = str(creator_elem.value if creator_elem is not None else "").strip().upper()
+                if (creator, group, element & 0xFF) in self.engine._safe:
+                    return
+        del ds[elem.tag]
+
+    # -- file meta --------------------------------------------------------------------------------------
+    def meta(self, ds: Dataset) -> None:
+        """PS3.10 file meta: the SOP Instance UID follows the dataset; sender/receiver names are dropped."""
+        old: FileMetaDataset = ds.file_meta
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = ds.get("SOPClassUID", old.get("MediaStorageSOPClassUID", ""))
+        meta.MediaStorageSOPInstanceUID = ds.get("SOPInstanceUID", "")
+        meta.TransferSyntaxUID = old.get("TransferSyntaxUID", ExplicitVRLittleEndian)
+        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+        ds.file_meta = meta
+
+
+def _empty(vr: str) -> Any:
+    if vr == "SQ":
+        return Sequence()
+    if vr in _BINARY_VRS:
+        return b""
+    if vr in _NUMERIC_VRS:
+        return None
+    return ""
+
+
+def _dummy(vr: str) -> Any:
+    if vr in _BINARY_VRS:
+        return b""
+    if vr in _NUMERIC_VRS:
+        return 0
+    return _DUMMY.get(vr, "")
+
+
+def _text_values(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple, MultiValue)):
+        return [str(v) for v in value]
+    return [str(value)]

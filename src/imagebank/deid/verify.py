@@ -1,0 +1,176 @@
+"""The leak verifier: no output leaves the clinical zone while it still holds a source identifier.
+
+It does not trust the profile engine: after de-identification every output is scanned as data -- every
+string value at any depth, private elements, the file meta, SR content, FHIR JSON, report text -- for every
+identifier and date of the source patient (:class:`~imagebank.deid.identifiers.KnownIdentifiers`). Any hit
+blocks the release of that object. Hits are reported by *where* (element path, JSON path) and *what kind*
+(name, id, date...), never by value, so the report itself is free of PHI.
+
+Dates: an original date found in an output is a leak, unless it is also the shifted image of some original
+date (a patient with visits 30 days apart and a 30-day shift): then its presence is explained by shifting and
+proves nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+from imagebank.deid.identifiers import KnownIdentifiers, normalize, parse_dicom_date
+
+#: Binary values scanned as text up to this size (a private blob can carry a name; pixel data cannot be
+#: read this way and is the pixel cleaner's job).
+MAX_BINARY_SCAN = 1 << 16
+_SKIP_BINARY = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009, 0x00420011})  # pixel data, float pixel data, PDF
+_NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT", "OF", "OD", "OL", "OV"})
+_DATE_PATTERNS = (
+    re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?!\d)"),  # 20240305, 2024-03-05
+    re.compile(r"(?<!\d)(\d{1,2})/(\d{1,2})/(\d{4})(?!\d)"),  # 03/05/2024 (month first)
+    re.compile(r"(?<!\d)(\d{1,2})\.(\d{1,2})\.(\d{4})(?!\d)"),  # 05.03.2024 (day first)
+)
+
+
+@dataclass(frozen=True)
+class Leak:
+    where: str  # "(0010,1001) OtherPatientNames", "ContentSequence[2].TextValue", "Patient.name[0].family"
+    kind: str  # "name", "id", "other", "uid", "date", "private"
+
+    def __str__(self) -> str:
+        return f"{self.kind} identifier in {self.where}"
+
+
+class LeakScanner:
+    """Compiled search for one patient's identifiers; reusable for all of that patient's outputs."""
+
+    def __init__(self, known: KnownIdentifiers, *, shifted_dates: Iterable[dt.date] = (),
+                 check_dates: bool = True, check_uids: bool = True, check_institutions: bool = True,
+                 allowed: Iterable[str] = ()) -> None:
+        allowed_norm = {normalize(a) for a in allowed}
+        self._patterns: list[tuple[str, re.Pattern[str]]] = []
+        kinds = [("name", known.names | known.name_parts), ("id", known.ids), ("other", known.other)]
+        if check_institutions:
+            kinds.append(("institution", known.institutions))
+        for kind, values in kinds:
+            terms = sorted({normalize(v) for v in values if v.strip()} - allowed_norm, key=len, reverse=True)
+            if terms:
+                # Word-ish boundaries: "DOE" must not hit "DOES", an ID "1234" must not hit "2.25.912345".
+                alternation = "|".join(re.escape(t) for t in terms)
+                self._patterns.append((kind, re.compile(rf"(?<![0-9a-z.])(?:{alternation})(?![0-9a-z])")))
+        self.uids = frozenset(known.uids) if check_uids else frozenset()
+        shifted = set(shifted_dates)
+        self.dates = frozenset(d for d in known.dates if d not in shifted) if check_dates else frozenset()
+
+    # -- strings ---------------------------------------------------------------------------------------
+    def scan_text(self, text: str, where: str) -> list[Leak]:
+        if not text:
+            return []
+        leaks = []
+        norm = normalize(text)
+        for kind, pattern in self._patterns:
+            if pattern.search(norm):
+                leaks.append(Leak(where, kind))
+        stripped = text.strip().rstrip("\x00")
+        if stripped in self.uids:
+            leaks.append(Leak(where, "uid"))
+        elif self.uids and any(uid in text for uid in self.uids if len(uid) > 12):
+            leaks.append(Leak(where, "uid"))
+        if self.dates and (parse_dicom_date(stripped) in self.dates
+                           or any(d in self.dates for d in _dates_in(text))):
+            leaks.append(Leak(where, "date"))
+        return leaks
+
+    def any_hit(self, texts: list[str]) -> bool:
+        """Whether any of ``texts`` holds an identifier: one pass over all of them joined (the common,
+        clean case costs a few regex scans per object instead of a few per element)."""
+        joined = "\n".join(texts)
+        norm = normalize(joined)
+        if any(pattern.search(norm) for _, pattern in self._patterns):
+            return True
+        if self.uids and (any(t.strip().rstrip("\x00") in self.uids for t in texts)
+                          or any(uid in joined for uid in self.uids if len(uid) > 12)):
+            return True
+        if self.dates and (any(parse_dicom_date(t) in self.dates for t in texts)
+                           or any(d in self.dates for d in _dates_in(joined))):
+            return True
+        return False
+
+    # -- DICOM -----------------------------------------------------------------------------------------
+    def scan_dataset(self, ds: Dataset, *, allowed_private: frozenset[int] = frozenset()) -> list[Leak]:
+        """Every element of ``ds`` (file meta included) at any depth. ``allowed_private``: tags kept as safe."""
+        found: list[tuple[str, str]] = []
+        leaks: list[Leak] = []
+        meta = getattr(ds, "file_meta", None)
+        if meta is not None:
+            self._gather(meta, "", allowed_private, found, leaks)
+        self._gather(ds, "", allowed_private, found, leaks)
+        if found and self.any_hit([text for _, text in found]):
+            for where, text in found:
+                leaks += self.scan_text(text, where)
+        return leaks
+
+    def _gather(self, ds: Dataset, prefix: str, allowed_private: frozenset[int], found: list[tuple[str, str]],
+                leaks: list[Leak]) -> None:
+        for elem in ds:
+            where = f"{prefix}{elem.keyword or _tag_text(int(elem.tag))}"
+            tag = int(elem.tag)
+            if elem.tag.is_private and tag not in allowed_private and (tag & 0xFFFF) > 0x00FF:
+                leaks.append(Leak(where, "private"))
+            if elem.VR == "SQ":
+                for index, item in enumerate(elem.value or []):
+                    self._gather(item, f"{where}[{index}].", allowed_private, found, leaks)
+                continue
+            if elem.VR in _NUMERIC_VRS:
+                continue  # binary numbers: no text can hide there
+            for text in _element_texts(elem, tag):
+                if text:
+                    found.append((where, text))
+
+    # -- JSON (FHIR) ------------------------------------------------------------------------------------
+    def scan_json(self, value: Any, where: str = "") -> list[Leak]:
+        leaks: list[Leak] = []
+        if isinstance(value, dict):
+            for key, item in value.items():
+                leaks += self.scan_json(item, f"{where}.{key}" if where else key)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                leaks += self.scan_json(item, f"{where}[{index}]")
+        elif isinstance(value, str):
+            leaks += self.scan_text(value, where)
+        return leaks
+
+
+def _element_texts(elem: Any, tag: int) -> Iterator[str]:
+    value = elem.value
+    if value is None:
+        return
+    if isinstance(value, (bytes, bytearray)):
+        if tag in _SKIP_BINARY or len(value) > MAX_BINARY_SCAN:
+            return
+        yield bytes(value).decode("latin-1")
+        return
+    if isinstance(value, (list, tuple, MultiValue)):
+        for item in value:
+            yield str(item)
+        return
+    yield str(value)
+
+
+def _dates_in(text: str) -> Iterator[dt.date]:
+    for index, pattern in enumerate(_DATE_PATTERNS):
+        for match in pattern.finditer(text):
+            a, b, c = (int(g) for g in match.groups())
+            year, month, day = (a, b, c) if index == 0 else (c, a, b) if index == 1 else (c, b, a)
+            try:
+                yield dt.date(year, month, day)
+            except ValueError:
+                continue
+
+
+def _tag_text(tag: int) -> str:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
