@@ -8,6 +8,7 @@ approximately, instead of relying on patterns alone.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -43,6 +44,11 @@ _OTHER_KEYWORDS = (
 _INSTITUTION_KEYWORDS = ("InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName")
 
 
+#: Values senders put where a name should be: not identity, and the engine's own dummies among them.
+PLACEHOLDER_NAMES = frozenset({"anonymized", "anonymised", "anonymous", "anon", "unknown", "removed", "none",
+                               "n/a", "na", "----", "patient", "deidentified", "de-identified"})
+
+
 def normalize(text: str) -> str:
     """Lower case without accents: ``"Müller"`` and ``"MULLER"`` compare equal."""
     if text.isascii():
@@ -53,7 +59,8 @@ def normalize(text: str) -> str:
 
 def name_parts(name: str) -> list[str]:
     """The searchable parts of a person name (DICOM ``^``/``=`` separated or free text)."""
-    return [p for p in re.split(r"[\^=,\s.]+", name) if len(p) >= MIN_NAME_PART]
+    return [p for p in re.split(r"[\^=,\s.]+", name)
+            if len(p) >= MIN_NAME_PART and p.casefold() not in PLACEHOLDER_NAMES]
 
 
 @dataclass
@@ -70,7 +77,7 @@ class KnownIdentifiers:
 
     def add_name(self, name: str | PersonName | None) -> None:
         text = str(name or "").strip()
-        if not text:
+        if not text or not name_parts(text):
             return
         self.names.add(text)
         self.name_parts.update(name_parts(text))
@@ -120,9 +127,13 @@ class KnownIdentifiers:
             elif elem.VR in ("DA", "DT"):
                 for v in values:
                     self.add_date(v)
-            elif elem.VR == "UI" and kw not in ("SOPClassUID", "ReferencedSOPClassUID", "TransferSyntaxUID",
-                                                "MediaStorageSOPClassUID", "ImplementationClassUID"):
-                self.uids.update(str(v) for v in values if v)
+            elif elem.VR == "UI":
+                # Only instance UIDs (Table E.1-1 action U): class, transfer syntax, coding scheme and
+                # context UIDs are registry values shared by everyone.
+                # Values under the standard's own root (1.2.840.10008.) are never an instance's.
+                if int(elem.tag) in _instance_uid_tags():
+                    self.uids.update(str(v) for v in values
+                                     if len(str(v)) > 8 and not str(v).startswith("1.2.840.10008."))
             elif kw in _ID_KEYWORDS:
                 for v in values:
                     self.add_id(v)
@@ -156,6 +167,13 @@ class KnownIdentifiers:
                     self.add_other(address.get(key))
         if resource.get("birthDate"):
             self.add_date(resource["birthDate"])
+
+
+@functools.cache
+def _instance_uid_tags() -> frozenset[int]:
+    from imagebank.deid.profile import load_table
+
+    return frozenset(tag for tag, row in load_table().by_tag.items() if "U" in row.basic)
 
 
 def parse_dicom_date(value: object) -> dt.date | None:

@@ -230,6 +230,9 @@ def _check_complete(ds: Dataset) -> None:
             raise Quarantined("truncated", "the file ends before its last element (a partial transfer?)")
 
 
+_MADE_DIRS: set[Path] = set()
+
+
 def write_atomic(ds: Dataset, path: Path) -> int:
     """Write ``ds`` as a PS3.10 file at ``path`` via a temporary file and rename; returns its size."""
     meta = getattr(ds, "file_meta", None)
@@ -241,7 +244,10 @@ def write_atomic(ds: Dataset, path: Path) -> int:
         new_meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
                                       ExplicitVRLittleEndian if little is not False else ExplicitVRBigEndian)
         ds.file_meta = new_meta
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent not in _MADE_DIRS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if len(_MADE_DIRS) < 100_000:
+            _MADE_DIRS.add(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         ds.save_as(tmp, enforce_file_format=True)
@@ -263,8 +269,20 @@ def _safe(uid: object) -> str:
 _WORKER: Worker | None = None
 
 
+def quiet_pydicom() -> None:
+    """pydicom's warnings and decoder errors quote element values ("Invalid value for VR PN: 'DOE^JOHN'")
+    and tracebacks: never in the logs of a job that reads identified data (the outcome is in the report)."""
+    import logging
+    import warnings
+
+    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore", module=r"pydicom\..*")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom")
+
+
 def _init_worker(config: WorkerConfig) -> None:
     global _WORKER
+    quiet_pydicom()
     _WORKER = Worker(config)
 
 

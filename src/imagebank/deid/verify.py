@@ -53,15 +53,16 @@ class LeakScanner:
                  allowed: Iterable[str] = ()) -> None:
         allowed_norm = {normalize(a) for a in allowed}
         self._patterns: list[tuple[str, re.Pattern[str]]] = []
-        kinds = [("name", known.names | known.name_parts), ("id", known.ids), ("other", known.other)]
+        kinds = [("name", _name_terms(known)), ("id", known.ids), ("other", known.other)]
         if check_institutions:
-            kinds.append(("institution", known.institutions))
+            kinds.append(("institution", _institution_terms(known)))
         for kind, values in kinds:
             terms = sorted({normalize(v) for v in values if v.strip()} - allowed_norm, key=len, reverse=True)
             if terms:
-                # Word-ish boundaries: "DOE" must not hit "DOES", an ID "1234" must not hit "2.25.912345".
+                # Word-ish boundaries: "DOE" must not hit "DOES", an ID "1234" must not hit "2.25.912345",
+                # an institution "TOSHIBA" must not hit the manufacturer "TOSHIBA_MEC".
                 alternation = "|".join(re.escape(t) for t in terms)
-                self._patterns.append((kind, re.compile(rf"(?<![0-9a-z.])(?:{alternation})(?![0-9a-z])")))
+                self._patterns.append((kind, re.compile(rf"(?<![0-9a-z._])(?:{alternation})(?![0-9a-z_])")))
         self.uids = frozenset(known.uids) if check_uids else frozenset()
         shifted = set(shifted_dates)
         self.dates = frozenset(d for d in known.dates if d not in shifted) if check_dates else frozenset()
@@ -143,6 +144,39 @@ class LeakScanner:
         elif isinstance(value, str):
             leaks += self.scan_text(value, where)
         return leaks
+
+
+#: Words of the standard's own vocabulary that test data and careless senders put in name fields
+#: ("Enter text", "Observer^Verifying"); searched only as part of a whole name, like common words.
+_VOCABULARY = frozenset({"test", "text", "enter", "observer", "verifying", "report", "code", "sample", "physician",
+                         "doctor", "operator", "reader", "study", "series", "image", "unknown"})
+
+
+def _name_terms(known: KnownIdentifiers) -> set[str]:
+    """Whole names in the forms text uses ("John Doe", "Doe, John", "DOE^JOHN"), and each part alone except
+    parts that are ordinary words ("White", "May"): alone they would flag every "white matter" while the
+    whole name still catches the person."""
+    from imagebank.deid.text import COMMON_WORDS
+
+    terms: set[str] = set()
+    for name in known.names:
+        parts = [p for p in re.split(r"[\^=,\s]+", name) if p]
+        terms.add(name)
+        if len(parts) >= 2:
+            family, given = parts[0], parts[1]
+            terms.update({f"{given} {family}", f"{family}, {given}", f"{family} {given}", f"{family}^{given}"})
+    for part in known.name_parts:
+        folded = part.casefold()
+        if folded not in COMMON_WORDS and folded not in _VOCABULARY:
+            terms.add(part)
+    return terms
+
+
+def _institution_terms(known: KnownIdentifiers) -> set[str]:
+    """Institution names, except one-word names that are ordinary words (a test file's "Here")."""
+    from imagebank.deid.text import COMMON_WORDS
+
+    return {i for i in known.institutions if " " in i.strip() or i.casefold() not in COMMON_WORDS}
 
 
 def _element_texts(elem: Any, tag: int) -> Iterator[str]:
