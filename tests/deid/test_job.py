@@ -142,3 +142,38 @@ def test_archive_studies_and_ehr_rows_share_pseudonyms_and_date_shifts(cli, tmp_
     observations = (out / "ehr" / "Observation.ndjson").read_text()
     assert '"valueQuantity"' in observations and "http://loinc.org" in observations  # research values kept
     assert "MRN" not in observations
+
+
+def test_a_run_killed_part_way_resumes_without_partial_or_missing_outputs(tmp_path, make_instance, database_url):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for number in range(1, 201):
+        (folder / f"{number}.dcm").write_bytes(make_instance(number=number, pixels=True))
+    env = {**os.environ, "IMAGEBANK_DATA": str(tmp_path / "data"), "IMAGEBANK_DATABASE__URL": database_url}
+    exe = [sys.executable, "-m", "imagebank.cli"]
+    subprocess.run([*exe, "deid", "project", "create", "crash"], env=env, check=True, capture_output=True)
+    out = tmp_path / "out"
+    command = [*exe, "deid", "run", "--project", "crash", "--output", str(out), "--workers", "1", "--no-progress",
+               str(folder)]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / ".deid-journal"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (journal.is_file() and journal.read_text().count("\n") >= 64):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = journal.read_text().count("\n")
+    assert 64 <= done_before < 200, "the kill should land part-way"
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert f"skipped {done_before} done earlier" in result.stdout
+    assert len(_outputs(out)) == 200
+    assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    for path in _outputs(out)[:5]:
+        pydicom.dcmread(path).pixel_array  # complete files

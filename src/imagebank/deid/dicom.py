@@ -15,6 +15,7 @@ and its Code Sequence (CID 7050), Longitudinal Temporal Information Modified.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -210,6 +211,10 @@ class _Run:
         elif action == "K":
             if elem.VR == "SQ":
                 self._items(elem, depth=depth, cleaning=cleaning)
+            elif not _valid_for_vr(elem):
+                # A kept value must be what its VR says (an age, a number, a code): free text in a
+                # Patient's Age can be anything, including a name.
+                elem.value = _empty(elem.VR)
         elif action == "Z":
             elem.value = _empty(elem.VR)
         elif action == "D":
@@ -315,6 +320,24 @@ class _Run:
         meta.TransferSyntaxUID = old.get("TransferSyntaxUID", ExplicitVRLittleEndian)
         meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
         ds.file_meta = meta
+
+
+_VR_FORMATS = {
+    "AS": re.compile(r"\d{3}[DWMY]"),
+    "IS": re.compile(r" *[+-]?\d{1,12} *"),
+    "DS": re.compile(r" *[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)? *"),
+    "CS": re.compile(r"[A-Z0-9_ ]{0,16}"),
+    "DA": re.compile(r"\d{8}"),
+    "TM": re.compile(r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)? *"),
+    "DT": re.compile(r"\d{4,14}(\.\d{1,6})?([+-]\d{4})? *"),
+}
+
+
+def _valid_for_vr(elem: DataElement) -> bool:
+    pattern = _VR_FORMATS.get(elem.VR)
+    if pattern is None:
+        return True
+    return all(pattern.fullmatch(v) for v in _text_values(elem.value) if v)
 
 
 def _empty(vr: str) -> Any:
