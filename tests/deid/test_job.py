@@ -176,4 +176,5 @@ def test_a_run_killed_part_way_resumes_without_partial_or_missing_outputs(tmp_pa
     assert len(_outputs(out)) == 200
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
     for path in _outputs(out)[:5]:
-        pydicom.dcmread(path).pixel_array  # complete files
+        ds = pydicom.dcmread(path)
+        assert ds.pixel_array.shape == (ds.Rows, ds.Columns)  # complete files

@@ -339,7 +339,7 @@ class GroupCommit:
                     with self._cond:
                         if not self._pending:
                             return
-        except BaseException as exc:  # surfaced to the job by add()/close()
+        except Exception as exc:  # noqa: BLE001 - any failure is raised in the job by add()/close()
             self._error = exc
 
     def close(self) -> None:
