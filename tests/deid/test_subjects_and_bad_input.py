@@ -54,8 +54,12 @@ def test_an_unknown_vr_is_quarantined_not_guessed(make_instance, tag):
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     data = buffer.getvalue() + _explicit_element(*tag, b"ZZ", b"DOE^JOHN")
+    from imagebank.deid.dicom import DicomDeidentifier
+    from imagebank.deid.profile import RESEARCH
+    from imagebank.deid.pseudonyms import Pseudonymizer
+
     with pytest.raises(Quarantined) as info:
-        read_dicom(data)
+        DicomDeidentifier(RESEARCH, Pseudonymizer(b"k" * 32)).deidentify(read_dicom(data), subject="s|1")
     assert info.value.reason == "unreadable"
     assert "DOE" not in info.value.message
 

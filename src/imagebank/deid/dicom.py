@@ -27,12 +27,15 @@ from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
 from imagebank.deid.errors import Quarantined
-from imagebank.deid.identifiers import KnownIdentifiers
+from imagebank.deid.identifiers import KnownIdentifiers, raw_vr
 from imagebank.deid.profile import METHOD_CODES, Option, Profile, load_table
 from imagebank.deid.pseudonyms import Pseudonymizer
 
 #: VRs holding free text that "clean" scrubs (PS3.15 E.3.5 Clean Descriptors, E.3.9 Clean Structured Content).
 TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN"})
+_KNOWN_VRS = frozenset({"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FL", "FD", "IS", "LO", "LT", "OB", "OD", "OF",
+                        "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM", "UC", "UI", "UL", "UN",
+                        "UR", "US", "UT", "UV", "OB or OW", "US or SS", "US or OW", "US or SS or OW"})
 _BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})
 _NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT"})
 #: Dummy values (action D) per VR: obviously not real data, valid for the VR.
@@ -94,11 +97,11 @@ class DicomDeidentifier:
         found in the dataset itself, for the text scrubber. Raises :class:`Quarantined` when the dataset
         cannot be made safe.
         """
-        if known is None:
-            known = KnownIdentifiers.from_dataset(ds)
-        source_study_uid = str(ds.get("StudyInstanceUID", "") or "")
-        run = _Run(self, subject, known)
         try:
+            if known is None:
+                known = KnownIdentifiers.from_dataset(ds)
+            source_study_uid = str(ds.get("StudyInstanceUID", "") or "")
+            run = _Run(self, subject, known)
             run.walk(ds, depth=0, cleaning=False)
             if getattr(ds, "file_meta", None) is not None:
                 run.meta(ds)
@@ -172,19 +175,32 @@ class _Run:
         limits = self.engine.limits
         if depth > limits.max_depth:
             raise Quarantined("too-deep", f"sequences nested deeper than {limits.max_depth} levels")
-        for elem in list(ds):
+        # Elements are looked at by tag first: what the table does not list and no option cleans stays a raw
+        # element, never decoded and written back byte for byte (pixel data included) -- the expensive part
+        # of pydicom is decoding and re-encoding values, and most of a dataset needs neither.
+        for tag in list(ds.keys()):
             self.elements += 1
             if self.elements > limits.max_elements:
                 raise Quarantined("too-large", f"more than {limits.max_elements} elements")
-            tag = int(elem.tag)
-            if elem.tag.is_private:
-                self._private(ds, elem)
+            tag_int = int(tag)
+            vr = getattr(ds.get_item(tag), "VR", None)
+            if vr is not None and vr not in _KNOWN_VRS:
+                # PS3.5 6.2: a VR outside the standard's list cannot be interpreted, so cannot be cleaned.
+                raise Quarantined("unreadable", f"unknown VR in element ({tag_int >> 16:04X},{tag_int & 0xFFFF:04X})")
+            if (tag_int >> 16) & 1:
+                self._private(ds, tag_int)
                 continue
-            row = self.engine.table.row_for(tag)
+            row = self.engine.table.row_for(tag_int)
             if row is None:
-                self._unlisted(ds, elem, depth=depth, cleaning=cleaning)
+                vr = raw_vr(ds, tag_int)
+                if vr == "SQ" or (cleaning and (vr in TEXT_VRS or vr in ("DA", "DT"))):
+                    self._unlisted(ds, ds[tag], depth=depth, cleaning=cleaning)
                 continue
-            self._apply(ds, elem, self.profile.action(row), depth=depth, cleaning=cleaning)
+            action = self.profile.action(row)
+            if action == "X" and tag_int not in (_PATIENT_NAME, _PATIENT_ID):
+                del ds[tag]
+                continue
+            self._apply(ds, ds[tag], action, depth=depth, cleaning=cleaning)
 
     def _unlisted(self, ds: Dataset, elem: DataElement, *, depth: int, cleaning: bool) -> None:
         if elem.VR == "SQ":
@@ -295,12 +311,12 @@ class _Run:
         mapped = [self.engine.pseudonyms.uid(v) for v in values if v]
         elem.value = mapped if len(mapped) > 1 else (mapped[0] if mapped else "")
 
-    def _private(self, ds: Dataset, elem: DataElement) -> None:
+    def _private(self, ds: Dataset, tag: int) -> None:
         """PS3.15 E.3.10: private attributes are removed unless on the safe list (with their creator)."""
         if self.profile.has(Option.RETAIN_SAFE_PRIVATE) and self.engine._safe:
-            group, element = int(elem.tag) >> 16, int(elem.tag) & 0xFFFF
+            group, element = tag >> 16, tag & 0xFFFF
             if 0x0010 <= element <= 0x00FF:  # a private creator: kept if a safe element of it exists
-                creator = str(elem.value or "").strip().upper()
+                creator = str(ds[tag].value or "").strip().upper()
                 if any(c == creator and g == group for c, g, _ in self.engine._safe):
                     return
             elif element >= 0x1000:
@@ -308,7 +324,7 @@ class _Run:
                 creator = str(creator_elem.value if creator_elem is not None else "").strip().upper()
                 if (creator, group, element & 0xFF) in self.engine._safe:
                     return
-        del ds[elem.tag]
+        del ds[tag]
 
     # -- file meta --------------------------------------------------------------------------------------
     def meta(self, ds: Dataset) -> None:

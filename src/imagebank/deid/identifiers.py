@@ -14,6 +14,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+from pydicom.datadict import dictionary_VR as _dictionary_vr
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
@@ -176,6 +177,18 @@ def _instance_uid_tags() -> frozenset[int]:
     return frozenset(tag for tag, row in load_table().by_tag.items() if "U" in row.basic)
 
 
+def raw_vr(ds: Dataset, tag: int) -> str:
+    """The VR of an element without decoding it: the explicit VR, else the dictionary's (UN if unknown)."""
+    elem = ds.get_item(tag)
+    vr = getattr(elem, "VR", None)
+    if vr and vr != "UN":
+        return str(vr)
+    try:
+        return str(_dictionary_vr(tag))
+    except KeyError:
+        return "UN"
+
+
 def parse_dicom_date(value: object) -> dt.date | None:
     """The date in a DA (``YYYYMMDD``), DT (``YYYYMMDDhhmmss...``) or ISO (``YYYY-MM-DD``) value."""
     text = str(value or "").strip().replace("-", "")
@@ -193,10 +206,27 @@ def _values(value: object) -> list[object]:
     return [value]
 
 
+@functools.cache
+def _keyword_tags() -> frozenset[int]:
+    from pydicom.datadict import tag_for_keyword
+
+    keywords = (*_ID_KEYWORDS, *_NAME_KEYWORDS, *_OTHER_KEYWORDS, *_INSTITUTION_KEYWORDS)
+    return frozenset(t for t in (tag_for_keyword(k) for k in keywords) if t is not None)
+
+
 def _walk(ds: Dataset) -> Iterable:
-    for elem in ds:
-        if elem.VR == "SQ":
-            for item in elem.value or []:
-                yield from _walk(item)
-        else:
-            yield elem
+    """The elements that can name the patient, decoding only those (and sequences, to look inside)."""
+    wanted = _keyword_tags()
+    uid_tags = _instance_uid_tags()
+    for tag in list(ds.keys()):
+        tag_int = int(tag)
+        if (tag_int >> 16) & 1:
+            continue  # private: removed or kept as safe, never a source of known identifiers
+        vr = raw_vr(ds, tag_int)
+        if tag_int in wanted or tag_int in uid_tags or vr in ("PN", "DA", "DT", "SQ"):
+            elem = ds[tag]
+            if elem.VR == "SQ":
+                for item in elem.value or []:
+                    yield from _walk(item)
+            else:
+                yield elem

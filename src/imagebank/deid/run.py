@@ -147,6 +147,10 @@ class Worker:
             return ItemResult(source, "quarantined", exc.reason, exc.message)
         except MemoryError:
             return ItemResult(source, "quarantined", "too-large", "the object does not fit in memory")
+        except (ValueError, TypeError, KeyError, AttributeError, NotImplementedError, OverflowError,
+                IndexError, EOFError) as exc:
+            # Values are decoded on first use: an element pydicom cannot decode shows up here.
+            return ItemResult(source, "quarantined", "unreadable", f"cannot decode an element ({type(exc).__name__})")
 
     def _read(self, source: Source) -> tuple[Dataset, int]:
         if source.kind == "blob":
@@ -209,8 +213,6 @@ def read_dicom(data: bytes) -> Dataset:
                 raise Quarantined("unreadable", "not a DICOM file") from None
             ds = pydicom.dcmread(io.BytesIO(data), force=True)
         _check_complete(ds)
-        for _ in ds.iterall():  # decode everything now: a broken element must fail here, not half-way
-            pass
     except (InvalidDicomError, ValueError, TypeError, KeyError, NotImplementedError, EOFError, OverflowError,
             AttributeError, IndexError) as exc:
         raise Quarantined("unreadable", f"not a readable DICOM object ({type(exc).__name__})") from None

@@ -19,15 +19,21 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pydicom.datadict import keyword_for_tag
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
-from imagebank.deid.identifiers import KnownIdentifiers, normalize, parse_dicom_date
+from imagebank.deid.identifiers import KnownIdentifiers, normalize, parse_dicom_date, raw_vr
 
 #: Binary values scanned as text up to this size (a private blob can carry a name; pixel data cannot be
 #: read this way and is the pixel cleaner's job).
 MAX_BINARY_SCAN = 1 << 16
 _SKIP_BINARY = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009, 0x00420011})  # pixel data, float pixel data, PDF
+#: Character sets whose raw bytes can be searched directly (PS3.5 6.1; ASCII is a subset of both).
+_RAW_CODECS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+_BINARY_OR_NUMERIC = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN", "US", "SS", "UL", "SL", "UV", "SV", "FL",
+                                "FD", "AT"})
 _NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "UV", "SV", "FL", "FD", "AT", "OF", "OD", "OL", "OV"})
 _DATE_PATTERNS = (
     re.compile(r"(?<!\d)(\d{4})-?(\d{2})-?(\d{2})(?!\d)"),  # 20240305, 2024-03-05
@@ -116,19 +122,37 @@ class LeakScanner:
         return leaks
 
     def _gather(self, ds: Dataset, prefix: str, allowed_private: frozenset[int], found: list[tuple[str, str]],
-                leaks: list[Leak]) -> None:
-        for elem in ds:
-            where = f"{prefix}{elem.keyword or _tag_text(int(elem.tag))}"
-            tag = int(elem.tag)
-            if elem.tag.is_private and tag not in allowed_private and (tag & 0xFFFF) > 0x00FF:
+                leaks: list[Leak], charset: str | None = None) -> None:
+        """Collect every value of ``ds`` as text. Elements the engine left undecoded are read from their raw
+        bytes (what will be written), decoded as the data set's character set says; a character set that is
+        not plain ASCII, Latin-1 or UTF-8 makes the values go through pydicom's decoder instead."""
+        if "SpecificCharacterSet" in ds:
+            value = ds.SpecificCharacterSet
+            charset = "\\".join(value) if isinstance(value, (list, MultiValue)) else str(value or "")
+        raw_codec = _RAW_CODECS.get((charset or "").strip())
+        for tag in list(ds.keys()):
+            tag_int = int(tag)
+            elem = ds.get_item(tag)
+            where = f"{prefix}{keyword_for_tag(tag_int) or _tag_text(tag_int)}"
+            if (tag_int >> 16) & 1 and tag_int not in allowed_private and (tag_int & 0xFFFF) > 0x00FF:
                 leaks.append(Leak(where, "private"))
+            if isinstance(elem, RawDataElement):
+                vr = raw_vr(ds, tag_int)
+                if vr != "SQ" and raw_codec is not None:
+                    value = elem.value
+                    if value and tag_int not in _SKIP_BINARY and len(value) <= MAX_BINARY_SCAN:
+                        text = bytes(value).decode(raw_codec if vr not in _BINARY_OR_NUMERIC else "latin-1",
+                                                   errors="replace")
+                        found.append((where, text))
+                    continue
+                elem = ds[tag]
             if elem.VR == "SQ":
                 for index, item in enumerate(elem.value or []):
-                    self._gather(item, f"{where}[{index}].", allowed_private, found, leaks)
+                    self._gather(item, f"{where}[{index}].", allowed_private, found, leaks, charset)
                 continue
             if elem.VR in _NUMERIC_VRS:
-                continue  # binary numbers: no text can hide there
-            for text in _element_texts(elem, tag):
+                continue  # decoded binary numbers: no text can hide there
+            for text in _element_texts(elem, tag_int):
                 if text:
                     found.append((where, text))
 
