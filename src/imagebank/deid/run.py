@@ -289,7 +289,8 @@ def _init_worker(config: WorkerConfig) -> None:
 
 
 def _run_batch(batch: list[Source]) -> list[ItemResult]:
-    assert _WORKER is not None
+    if _WORKER is None:
+        raise RuntimeError("the de-identification worker was not initialised")
     return [_WORKER.process(source) for source in batch]
 
 
