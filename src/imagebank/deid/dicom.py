@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataelem import DataElement
@@ -44,7 +44,6 @@ _DUMMY = {"DA": "19000101", "TM": "000000", "DT": "19000101000000", "AS": "000D"
           "ST": "ANONYMIZED", "LT": "ANONYMIZED", "UT": "ANONYMIZED", "UC": "ANONYMIZED", "UR": "", "UI": ""}
 _PATIENT_NAME = 0x00100010
 _PATIENT_ID = 0x00100020
-_OVERLAY_OR_CURVE_DATA = frozenset({0x3000})  # (60xx,3000) Overlay Data: cleaning means removing it
 
 Scrubber = Callable[..., Any]
 
@@ -65,8 +64,7 @@ class Deidentified:
     study_uid: str  # the output Study Instance UID
     source_study_uid: str
     pixel_method: str = "none"
-    scrubbed_values: int = 0
-    notes: list[str] = field(default_factory=list)
+    scrubbed_values: int = 0  # text values the scrubber changed
 
 
 class DicomDeidentifier:
@@ -264,7 +262,7 @@ class _Run:
             return  # time of day is kept: the shift is whole days (PS3.15 E.3.6)
         elif elem.VR in TEXT_VRS:
             self._clean_text(elem)
-        elif (group & 0xFF00) in (0x6000, 0x5000) and (element in _OVERLAY_OR_CURVE_DATA or group & 0xFF00 == 0x5000):
+        elif group & 0xFF00 == 0x5000 or (group & 0xFF00 == 0x6000 and element == 0x3000):
             # Overlay and curve data are bitmaps/graphs that may draw text; without a way to read them they
             # are removed (PS3.15 E.3.4 Clean Graphics allows keeping only what is known to be safe).
             del ds[elem.tag]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -196,7 +195,3 @@ class LinkageVault:
             n_studies = conn.execute(select(func.count()).select_from(studies).where(
                 studies.c.project == project)).scalar_one()
         return {"subjects": n_subjects, "studies": n_studies}
-
-
-def describe_project(project: Project) -> str:
-    return json.dumps({"name": project.name, "max_shift_days": project.max_shift_days})
