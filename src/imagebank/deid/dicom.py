@@ -20,7 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_data_element
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
@@ -85,6 +87,19 @@ class DicomDeidentifier:
         self.limits = limits or Limits()
         self.institutions = institutions
         self._safe = {(s.creator.strip().upper(), s.group, s.offset) for s in profile.safe_private}
+        self._mark_cache: dict[bool, list[RawDataElement]] = {}
+        self._actions: dict[int, str | None] = {}
+
+    def action_for(self, tag: int) -> str | None:
+        """The profile's action for an element (None: Table E.1-1 does not list it), resolved once per tag."""
+        try:
+            return self._actions[tag]
+        except KeyError:
+            row = self.table.row_for(tag)
+            action = None if row is None else self.profile.action(row)
+            if len(self._actions) < 100_000:
+                self._actions[tag] = action
+            return action
 
     # -------------------------------------------------------------------------------------------------
     def deidentify(self, ds: Dataset, *, subject: str, known: KnownIdentifiers | None = None) -> Deidentified:
@@ -130,11 +145,20 @@ class DicomDeidentifier:
 
     def _mark(self, ds: Dataset, run: _Run) -> None:
         """PS3.15 E.1.1 and PS3.3 C.7.1.1.1.1: say truthfully that and how identity was removed."""
-        profile = self.profile
         ds.PatientName = run.pseudonym
         ds.PatientID = run.pseudonym
-        ds.PatientIdentityRemoved = "YES"
-        ds.DeidentificationMethod = profile.label
+        implicit, little = ds.original_encoding
+        if little is True and implicit is not None:
+            # The same four elements go into every object of a job: encoded once per transfer syntax and
+            # added as raw elements (written as they are, decoded only if something reads them).
+            for elem in self._encoded_marks(bool(implicit)):
+                ds[elem.tag] = elem
+        else:
+            for elem in self._marks():
+                ds[elem.tag] = elem
+
+    def _marks(self) -> list[DataElement]:
+        profile = self.profile
         codes = Sequence()
         for key in ["basic", *sorted(o for o in profile.options if o in METHOD_CODES)]:
             value, meaning = METHOD_CODES[key]
@@ -143,13 +167,38 @@ class DicomDeidentifier:
             item.CodingSchemeDesignator = "DCM"
             item.CodeMeaning = meaning
             codes.append(item)
-        ds.DeidentificationMethodCodeSequence = codes
         if profile.has(Option.RETAIN_FULL_DATES):
-            ds.LongitudinalTemporalInformationModified = "UNMODIFIED"
+            temporal = "UNMODIFIED"
         elif profile.has(Option.RETAIN_MODIFIED_DATES):
-            ds.LongitudinalTemporalInformationModified = "MODIFIED"
+            temporal = "MODIFIED"
         else:
-            ds.LongitudinalTemporalInformationModified = "REMOVED"
+            temporal = "REMOVED"
+        return [DataElement(0x00120062, "CS", "YES"),  # Patient Identity Removed
+                DataElement(0x00120063, "LO", profile.label),  # De-identification Method
+                DataElement(0x00120064, "SQ", codes),  # De-identification Method Code Sequence
+                DataElement(0x00280303, "CS", temporal)]  # Longitudinal Temporal Information Modified
+
+    @property
+    def constant_elements(self) -> list[RawDataElement]:
+        """The raw elements this engine puts, as the very same objects, into every output (see
+        :meth:`LeakScanner.scan_dataset`)."""
+        return [elem for cached in self._mark_cache.values() for elem in cached]
+
+    def _encoded_marks(self, implicit: bool) -> list[RawDataElement]:
+        cached = self._mark_cache.get(implicit)
+        if cached is None:
+            cached = []
+            for elem in self._marks():
+                buffer = DicomBytesIO()
+                buffer.is_little_endian = True
+                buffer.is_implicit_VR = implicit
+                write_data_element(buffer, elem)
+                header = 8 if implicit or elem.VR not in ("SQ", "OB", "OW", "UN", "UT", "UC", "UR") else 12
+                value = buffer.getvalue()[header:]
+                cached.append(RawDataElement(elem.tag, None if implicit else elem.VR, len(value), value, 0,
+                                             implicit, True))
+            self._mark_cache[implicit] = cached
+        return cached
 
 
 class _Run:
@@ -176,29 +225,29 @@ class _Run:
         # Elements are looked at by tag first: what the table does not list and no option cleans stays a raw
         # element, never decoded and written back byte for byte (pixel data included) -- the expensive part
         # of pydicom is decoding and re-encoding values, and most of a dataset needs neither.
-        for tag in list(ds.keys()):
+        elements = ds._dict  # pydicom's tag -> element mapping: raw elements stay raw when read from it
+        action_for = self.engine.action_for
+        for tag_int, elem in list(elements.items()):
             self.elements += 1
             if self.elements > limits.max_elements:
                 raise Quarantined("too-large", f"more than {limits.max_elements} elements")
-            tag_int = int(tag)
-            vr = getattr(ds.get_item(tag), "VR", None)
+            vr = elem.VR
             if vr is not None and vr not in _KNOWN_VRS:
                 # PS3.5 6.2: a VR outside the standard's list cannot be interpreted, so cannot be cleaned.
                 raise Quarantined("unreadable", f"unknown VR in element ({tag_int >> 16:04X},{tag_int & 0xFFFF:04X})")
             if (tag_int >> 16) & 1:
                 self._private(ds, tag_int)
                 continue
-            row = self.engine.table.row_for(tag_int)
-            if row is None:
+            action = action_for(tag_int)
+            if action is None:
                 vr = raw_vr(ds, tag_int)
                 if vr == "SQ" or (cleaning and (vr in TEXT_VRS or vr in ("DA", "DT"))):
-                    self._unlisted(ds, ds[tag], depth=depth, cleaning=cleaning)
+                    self._unlisted(ds, ds[tag_int], depth=depth, cleaning=cleaning)
                 continue
-            action = self.profile.action(row)
             if action == "X" and tag_int not in (_PATIENT_NAME, _PATIENT_ID):
-                del ds[tag]
+                del ds[tag_int]
                 continue
-            self._apply(ds, ds[tag], action, depth=depth, cleaning=cleaning)
+            self._apply(ds, ds[tag_int], action, depth=depth, cleaning=cleaning)
 
     def _unlisted(self, ds: Dataset, elem: DataElement, *, depth: int, cleaning: bool) -> None:
         if elem.VR == "SQ":

@@ -54,8 +54,21 @@ def normalize(text: str) -> str:
     """Lower case without accents: ``"Müller"`` and ``"MULLER"`` compare equal."""
     if text.isascii():
         return text.lower()
+    if max(text) <= "\xff":
+        # Latin-1 text (and binary values read as Latin-1, which the verifier scans a lot of): per
+        # character, the same as the general path below, through a precomputed table.
+        return text.translate(_LATIN1_FOLDED).casefold()
+    return _strip_accents(text).casefold()
+
+
+def _strip_accents(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+#: NFKD without combining marks, for every Latin-1 character (precomposed letters decompose on their own,
+#: so character by character gives what the whole string gives).
+_LATIN1_FOLDED = {code: _strip_accents(chr(code)) for code in range(0x80, 0x100)}
 
 
 def name_parts(name: str) -> list[str]:

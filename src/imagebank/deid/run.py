@@ -36,6 +36,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from imagebank.deid.dicom import DicomDeidentifier
+from imagebank.dicom.part10 import part10_chunks
 from imagebank.deid.errors import Quarantined
 from imagebank.deid.identifiers import KnownIdentifiers
 from imagebank.deid.profile import Option, Profile
@@ -176,7 +177,8 @@ class Worker:
         known.update(self.resolver.known_for_record(record))
         scanner = self.scanner(known, subject)
         result = self.engine.deidentify(ds, subject=subject, known=known)
-        leaks = scanner.scan_dataset(result.dataset, allowed_private=self._kept_private(result.dataset))
+        leaks = scanner.scan_dataset(result.dataset, allowed_private=self._kept_private(result.dataset),
+                                     constant=self.engine.constant_elements)
         if leaks:
             raise Quarantined("leak", "the verifier found " + "; ".join(sorted({str(x) for x in leaks})[:5]))
         out_ds = result.dataset
@@ -252,7 +254,9 @@ def write_atomic(ds: Dataset, path: Path) -> int:
             _MADE_DIRS.add(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        ds.save_as(tmp, enforce_file_format=True)
+        chunks = part10_chunks(ds)
+        with open(tmp, "wb") as file:
+            file.writelines(chunks)
         os.replace(tmp, path)
     except (ValueError, TypeError, OverflowError, AttributeError) as exc:
         tmp.unlink(missing_ok=True)
@@ -260,7 +264,7 @@ def write_atomic(ds: Dataset, path: Path) -> int:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return path.stat().st_size
+    return sum(len(chunk) for chunk in chunks)
 
 
 def _safe(uid: object) -> str:

@@ -102,27 +102,33 @@ class LeakScanner:
         if self.uids and (any(t.strip().rstrip("\x00") in self.uids for t in texts)
                           or any(uid in joined for uid in self.uids if len(uid) > 12)):
             return True
-        if self.dates and (any(parse_dicom_date(t) in self.dates for t in texts)
+        if self.dates and (any(parse_dicom_date(t) in self.dates for t in texts if t[:1].isdigit())
                            or any(d in self.dates for d in _dates_in(joined))):
             return True
         return False
 
     # -- DICOM -----------------------------------------------------------------------------------------
-    def scan_dataset(self, ds: Dataset, *, allowed_private: frozenset[int] = frozenset()) -> list[Leak]:
-        """Every element of ``ds`` (file meta included) at any depth. ``allowed_private``: tags kept as safe."""
-        found: list[tuple[str, str]] = []
+    def scan_dataset(self, ds: Dataset, *, allowed_private: frozenset[int] = frozenset(),
+                     constant: Iterable[RawDataElement] = ()) -> list[Leak]:
+        """Every element of ``ds`` (file meta included) at any depth. ``allowed_private``: tags kept as safe.
+
+        ``constant``: elements the engine itself encoded once for every object (the de-identification
+        marking, ASCII codes and meanings): when one of these very objects is met, its bytes are scanned
+        as text instead of being decoded again (they hold no element of the source)."""
+        found: list[tuple[str, int, str]] = []  # (path of the parent, tag, text): paths are spelled on a hit only
         leaks: list[Leak] = []
+        trusted = {id(elem) for elem in constant}
         meta = getattr(ds, "file_meta", None)
         if meta is not None:
             self._gather(meta, "", allowed_private, found, leaks)
-        self._gather(ds, "", allowed_private, found, leaks)
-        if found and self.any_hit([text for _, text in found]):
-            for where, text in found:
-                leaks += self.scan_text(text, where)
+        self._gather(ds, "", allowed_private, found, leaks, trusted=trusted)
+        if found and self.any_hit([text for _, _, text in found]):
+            for prefix, tag, text in found:
+                leaks += self.scan_text(text, prefix + _element_name(tag))
         return leaks
 
-    def _gather(self, ds: Dataset, prefix: str, allowed_private: frozenset[int], found: list[tuple[str, str]],
-                leaks: list[Leak], charset: str | None = None) -> None:
+    def _gather(self, ds: Dataset, prefix: str, allowed_private: frozenset[int], found: list[tuple[str, int, str]],
+                leaks: list[Leak], charset: str | None = None, trusted: set[int] | None = None) -> None:
         """Collect every value of ``ds`` as text. Elements the engine left undecoded are read from their raw
         bytes (what will be written), decoded as the data set's character set says; a character set that is
         not plain ASCII, Latin-1 or UTF-8 makes the values go through pydicom's decoder instead."""
@@ -130,31 +136,34 @@ class LeakScanner:
             value = ds.SpecificCharacterSet
             charset = "\\".join(value) if isinstance(value, (list, MultiValue)) else str(value or "")
         raw_codec = _RAW_CODECS.get((charset or "").strip())
-        for tag in list(ds.keys()):
-            tag_int = int(tag)
-            elem = ds.get_item(tag)
-            where = f"{prefix}{keyword_for_tag(tag_int) or _tag_text(tag_int)}"
+        for tag_int, elem in list(ds._dict.items()):  # pydicom's own tag -> element mapping, in one pass
             if (tag_int >> 16) & 1 and tag_int not in allowed_private and (tag_int & 0xFFFF) > 0x00FF:
-                leaks.append(Leak(where, "private"))
+                leaks.append(Leak(prefix + _element_name(tag_int), "private"))
             if isinstance(elem, RawDataElement):
+                if trusted and id(elem) in trusted:
+                    found.append((prefix, tag_int, bytes(elem.value or b"").decode("latin-1")))
+                    continue
                 vr = raw_vr(ds, tag_int)
+                if vr in _NUMERIC_VRS:
+                    continue  # binary numbers, as when decoded (below)
                 if vr != "SQ" and raw_codec is not None:
                     value = elem.value
                     if value and tag_int not in _SKIP_BINARY and len(value) <= MAX_BINARY_SCAN:
                         text = bytes(value).decode(raw_codec if vr not in _BINARY_OR_NUMERIC else "latin-1",
                                                    errors="replace")
-                        found.append((where, text))
+                        found.append((prefix, tag_int, text))
                     continue
-                elem = ds[tag]
+                elem = ds[tag_int]
             if elem.VR == "SQ":
+                where = prefix + _element_name(tag_int)
                 for index, item in enumerate(elem.value or []):
-                    self._gather(item, f"{where}[{index}].", allowed_private, found, leaks, charset)
+                    self._gather(item, f"{where}[{index}].", allowed_private, found, leaks, charset, trusted)
                 continue
             if elem.VR in _NUMERIC_VRS:
                 continue  # decoded binary numbers: no text can hide there
             for text in _element_texts(elem, tag_int):
                 if text:
-                    found.append((where, text))
+                    found.append((prefix, tag_int, text))
 
     # -- JSON (FHIR) ------------------------------------------------------------------------------------
     def scan_json(self, value: Any, where: str = "") -> list[Leak]:
@@ -230,5 +239,5 @@ def _dates_in(text: str) -> Iterator[dt.date]:
                 continue
 
 
-def _tag_text(tag: int) -> str:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
+def _element_name(tag: int) -> str:
+    return keyword_for_tag(tag) or f"({tag >> 16:04X},{tag & 0xFFFF:04X})"

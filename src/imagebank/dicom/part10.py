@@ -1,0 +1,304 @@
+"""PS3.10 files from a pydicom dataset whose elements are mostly still raw (as read), without pydicom's
+per-element overhead.
+
+Why: an object that went through the de-identifier keeps most of its elements as they were read
+(:class:`~pydicom.dataelem.RawDataElement`, pixel data included); pydicom's writer still copies each value
+through two buffers and runs its generic checks per element, which makes encoding the slowest step of a
+de-identification job. Here a raw element is written as its header plus its original value bytes (handed to
+the file as they are, no copy); every element that was decoded or created is encoded by pydicom's own
+``write_data_element``, and sequences are walked the way pydicom's ``write_sequence`` walks them. The result
+is byte for byte what ``dcmwrite(..., enforce_file_format=True)`` writes (tested on pydicom's own test files).
+
+Whenever the raw bytes would not be valid as they are -- another transfer syntax than the one read
+(PS3.5 7.1: explicit and implicit VR differ in the header; big endian values differ in their bytes),
+deflate (PS3.5 A.5), a changed character set, an ambiguous VR, a value too long for a 16-bit length --
+the whole object goes to pydicom's ``dcmwrite`` instead.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from collections.abc import Iterable
+
+from pydicom.charset import convert_encodings
+from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.multival import MultiValue
+from pydicom.valuerep import PersonName
+from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+_UNDEFINED = 0xFFFFFFFF
+_PIXEL_DATA = 0x7FE00010
+_SEQUENCE_DELIMITER = struct.pack("<HHL", 0xFFFE, 0xE0DD, 0)
+_ITEM_DELIMITER = struct.pack("<HHL", 0xFFFE, 0xE00D, 0)
+_LONG_VRS = frozenset(str(vr) for vr in EXPLICIT_VR_LENGTH_32)
+#: VRs pydicom writes with write_string/write_UI/write_DA/DT/TM (default encoding) or write_text (the data
+#: set's character set) -- PN aside.
+_STRING_VRS = frozenset({"AE", "AS", "CS", "UR", "DA", "DT", "TM", "UI"})
+_TEXT_VRS = frozenset({"LO", "LT", "SH", "ST", "UC", "UT"})
+_BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN"})  # write_OBvalue/OWvalue pad with NUL, UN not
+_NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "UV": "Q", "SV": "q", "FL": "f", "FD": "d"}
+_BIG_ENDIAN_OR_DEFLATED = frozenset({"1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"})
+
+
+class _NeedsPydicom(Exception):
+    """Raised inside the fast path when the raw bytes cannot be reused as they are."""
+
+
+def part10_chunks(ds: Dataset) -> list[bytes | memoryview]:
+    """The PS3.10 file for ``ds`` (preamble, file meta, data set) as a list of byte chunks to write in order.
+
+    ``ds.file_meta`` must hold the Transfer Syntax UID; Media Storage SOP Class/Instance UIDs follow the
+    data set, and the other required file meta elements are added, as ``enforce_file_format=True`` does.
+    The preamble is always 128 zero bytes (PS3.10 7.1, no application profile in use): a source's
+    application-specific preamble (a TIFF header, anything) is not carried over.
+    """
+    meta: FileMetaDataset = ds.file_meta
+    syntax = UID(str(meta.get("TransferSyntaxUID", "") or ""))
+    implicit = syntax == ImplicitVRLittleEndian
+    known = syntax.is_transfer_syntax and not syntax.is_private
+    if (not known or syntax in _BIG_ENDIAN_OR_DEFLATED
+            or ds.original_encoding != (implicit, True)):
+        return [_with_pydicom(ds)]
+    meta_bytes = _file_meta(ds, meta)  # first: reading the SOP UIDs decodes them, as in dcmwrite
+    chunks: list[bytes | memoryview] = []
+    try:
+        _dataset(ds, chunks, implicit=implicit, parent_encoding="iso8859", compressed=bool(syntax.is_compressed))
+    except _NeedsPydicom:
+        return [_with_pydicom(ds)]
+    return [_PREAMBLE, meta_bytes, *chunks]
+
+
+def part10_bytes(ds: Dataset) -> bytes:
+    return b"".join(part10_chunks(ds))
+
+
+def write_part10(ds: Dataset, file: io.BufferedIOBase) -> int:
+    """Write ``ds`` as a PS3.10 file to an open binary file; returns the number of bytes written."""
+    total = 0
+    for chunk in part10_chunks(ds):
+        file.write(chunk)
+        total += len(chunk)
+    return total
+
+
+# ------------------------------------------------------------------------------------------------ internals
+def _with_pydicom(ds: Dataset) -> bytes:
+    ds.preamble = None  # see part10_chunks: never the source's preamble
+    buffer = io.BytesIO()
+    dcmwrite(buffer, ds, enforce_file_format=True)
+    return buffer.getvalue()
+
+
+def _file_meta(ds: Dataset, meta: FileMetaDataset) -> bytes:
+    """What dcmwrite writes for the file meta under enforce_file_format (PS3.10 7.1)."""
+    sop_class = ds.get("SOPClassUID", None)
+    if meta.get("MediaStorageSOPClassUID", None) is None or (sop_class and sop_class != meta.MediaStorageSOPClassUID):
+        meta.MediaStorageSOPClassUID = sop_class
+    sop_instance = ds.get("SOPInstanceUID", None)
+    if (meta.get("MediaStorageSOPInstanceUID", None) is None
+            or (sop_instance and sop_instance != meta.MediaStorageSOPInstanceUID)):
+        meta.MediaStorageSOPInstanceUID = sop_instance
+    buffer = DicomBytesIO()
+    buffer.is_little_endian = True
+    buffer.is_implicit_VR = False
+    write_file_meta_info(buffer, meta, enforce_standard=True)
+    return buffer.getvalue()
+
+
+def _dataset(ds: Dataset, out: list[bytes | memoryview], *, implicit: bool, parent_encoding: str | list[str],
+             compressed: bool | None = None) -> int:
+    """Append the encoded elements of ``ds`` (PS3.5 7.1, ascending tag order) to ``out``; returns their length.
+
+    ``compressed`` is given for the top-level data set only, whose Pixel Data the transfer syntax governs."""
+    same_charset = ds.original_character_set == ds._character_set
+    same_encoding = ds.original_encoding == (implicit, True)
+    encodings = ds.get("SpecificCharacterSet", parent_encoding)
+    get_item = ds.get_item
+    ascii_text: bool | None = None  # whether ASCII text encodes as ASCII in this data set (computed once)
+    length = 0
+    for tag in sorted(ds._dict):
+        if (tag & 0xFFFF) == 0 and (tag >> 16) > 6:
+            continue  # retired group lengths are not written (PS3.5 7.2)
+        elem = get_item(tag)
+        if isinstance(elem, RawDataElement):
+            if not (same_encoding and same_charset):
+                raise _NeedsPydicom
+            if tag == _PIXEL_DATA and compressed is not None:
+                length += _raw_pixel_data(elem, out, implicit, compressed)
+            else:
+                length += _raw(elem, out, implicit)
+        elif elem.VR == "SQ":
+            length += _sequence(elem, out, implicit=implicit, encodings=encodings)
+        else:
+            if not implicit and (elem.VR is None or len(elem.VR) != 2):
+                raise _NeedsPydicom  # ambiguous VR: pydicom resolves it from the data set
+            if tag == _PIXEL_DATA and compressed is not None:
+                elem.is_undefined_length = compressed  # PS3.5 A.4, as dcmwrite sets it
+            if ascii_text is None:
+                ascii_text = _ascii_compatible(encodings)
+            value = None if elem.is_undefined_length else _simple_value(elem, ascii_text)
+            if value is not None:
+                header = _header(tag, elem.VR, len(value), implicit)
+                if header is not None:
+                    out.append(header)
+                    out.append(value)
+                    length += len(header) + len(value)
+                    continue
+            scratch = DicomBytesIO()
+            scratch.is_little_endian = True
+            scratch.is_implicit_VR = implicit
+            write_data_element(scratch, elem, encodings)
+            value = scratch.getvalue()
+            out.append(value)
+            length += len(value)
+    return length
+
+
+def _raw(elem: RawDataElement, out: list[bytes | memoryview], implicit: bool) -> int:
+    tag = elem.tag
+    value = elem.value or b""
+    undefined = elem.length == _UNDEFINED
+    size = _UNDEFINED if undefined else len(value)
+    if implicit:
+        header = struct.pack("<HHL", tag >> 16, tag & 0xFFFF, size)
+    else:
+        vr = elem.VR
+        if not vr or len(vr) != 2:
+            raise _NeedsPydicom
+        if vr in _LONG_VRS:
+            header = struct.pack("<HH2s2xL", tag >> 16, tag & 0xFFFF, vr.encode("ascii"), size)
+        elif undefined or size > 0xFFFF:
+            raise _NeedsPydicom  # pydicom rewrites such an element as UN
+        else:
+            header = struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode("ascii"), size)
+    out.append(header)
+    if value:
+        out.append(memoryview(value) if len(value) > 4096 else value)
+    if undefined:
+        out.append(_SEQUENCE_DELIMITER)
+        return len(header) + len(value) + 8
+    return len(header) + len(value)
+
+
+def _header(tag: int, vr: str, size: int, implicit: bool) -> bytes | None:
+    """PS3.5 7.1.1/7.1.2 element header; None where pydicom would rewrite the element (too long for its VR)."""
+    if implicit:
+        return struct.pack("<HHL", tag >> 16, tag & 0xFFFF, size)
+    if vr in _LONG_VRS:
+        return struct.pack("<HH2s2xL", tag >> 16, tag & 0xFFFF, vr.encode("ascii"), size)
+    if size > 0xFFFF:
+        return None
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode("ascii"), size)
+
+
+def _ascii_compatible(encodings: str | list[str] | None) -> bool:
+    """Whether ASCII text is written as the same ASCII bytes: one character set, not ISO 2022 code extensions
+    and not JIS X 0201 (where backslash and tilde are other characters)."""
+    try:
+        codecs = convert_encodings(encodings or ["iso8859"])
+    except LookupError:
+        return False
+    return len(codecs) == 1 and codecs[0] != "shift_jis" and not codecs[0].startswith("iso2022")
+
+
+def _simple_value(elem: DataElement, ascii_text: bool) -> bytes | None:
+    """The encoded value of the common decoded elements (strings, ASCII text, person names, integers and
+    floats), as pydicom's writers encode them (PS3.5 6.2: padded to even length with a space, UIDs with
+    NUL); None for anything else, which pydicom then encodes."""
+    vr = elem.VR
+    value = elem.value
+    if value is None or (isinstance(value, (str, list, MultiValue)) and len(value) == 0):
+        return b""
+    if vr in _STRING_VRS or vr in _TEXT_VRS or vr == "PN":
+        if isinstance(value, (list, MultiValue)):
+            if not all(isinstance(v, (str, PersonName)) for v in value):
+                return None
+            text = "\\".join(str(v) for v in value)
+        elif isinstance(value, (str, PersonName)):
+            text = str(value)
+        else:
+            return None
+        if vr not in _STRING_VRS and not (ascii_text and text.isascii()):
+            return None
+        try:
+            data = text.encode("latin-1" if vr in _STRING_VRS else "ascii")
+        except UnicodeEncodeError:
+            return None
+        if len(data) % 2:
+            data += b"\x00" if vr == "UI" else b" "
+        return data
+    if vr in _BINARY_VRS and isinstance(value, bytes):
+        return value + b"\x00" if len(value) % 2 and vr != "UN" else value
+    fmt = _NUMBER_FORMATS.get(vr)
+    if fmt is not None:
+        values = list(value) if isinstance(value, (list, MultiValue)) else [value]
+        if not all(type(v) is (float if fmt in "fd" else int) for v in values):
+            return None
+        try:
+            return struct.pack(f"<{len(values)}{fmt}", *values)
+        except struct.error:
+            return None
+    return None
+
+
+def _raw_pixel_data(elem: RawDataElement, out: list[bytes | memoryview], implicit: bool, compressed: bool) -> int:
+    """PS3.5 A.4: encapsulated pixel data has an undefined length and starts with an item; native pixel data
+    has its actual length, padded to even (what dcmwrite makes of a Pixel Data element, raw or not)."""
+    value = elem.value or b""
+    if elem.VR not in (None, "OB", "OW") or (compressed and not bytes(value[:4]) == b"\xfe\xff\x00\xe0"):
+        raise _NeedsPydicom
+    size = _UNDEFINED if compressed else len(value) + len(value) % 2
+    if implicit:
+        header = struct.pack("<HHL", 0x7FE0, 0x0010, size)
+    else:
+        header = struct.pack("<HH2s2xL", 0x7FE0, 0x0010, str(elem.VR).encode("ascii"), size)
+    out.append(header)
+    out.append(memoryview(value))
+    if len(value) % 2:
+        out.append(b"\x00")
+    if compressed:
+        out.append(_SEQUENCE_DELIMITER)
+    return len(header) + len(value) + len(value) % 2 + (8 if compressed else 0)
+
+
+def _sequence(elem: DataElement, out: list[bytes | memoryview], *, implicit: bool,
+              encodings: str | list[str]) -> int:
+    """PS3.5 7.5: a sequence of items, each with an explicit length unless it was read with an undefined one."""
+    tag = int(elem.tag)
+    undefined = elem.is_undefined_length
+    encodings = convert_encodings(encodings or ["iso8859"])  # as pydicom's write_data_element does for SQ
+    body: list[bytes | memoryview] = []
+    body_length = 0
+    items: Iterable[Dataset] = elem.value or []
+    for item in items:
+        item_chunks: list[bytes | memoryview] = []
+        item_length = _dataset(item, item_chunks, implicit=implicit, parent_encoding=encodings)
+        if getattr(item, "is_undefined_length_sequence_item", False):
+            body.append(struct.pack("<HHL", 0xFFFE, 0xE000, _UNDEFINED))
+            body.extend(item_chunks)
+            body.append(_ITEM_DELIMITER)
+            body_length += 8 + item_length + 8
+        else:
+            body.append(struct.pack("<HHL", 0xFFFE, 0xE000, item_length))
+            body.extend(item_chunks)
+            body_length += 8 + item_length
+    size = _UNDEFINED if undefined else body_length
+    if implicit:
+        header = struct.pack("<HHL", tag >> 16, tag & 0xFFFF, size)
+    else:
+        header = struct.pack("<HH2s2xL", tag >> 16, tag & 0xFFFF, b"SQ", size)
+    out.append(header)
+    out.extend(body)
+    if undefined:
+        out.append(_SEQUENCE_DELIMITER)
+        return len(header) + body_length + 8
+    return len(header) + body_length
+
+
+__all__ = ["part10_bytes", "part10_chunks", "write_part10", "ExplicitVRLittleEndian"]

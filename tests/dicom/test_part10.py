@@ -1,0 +1,187 @@
+"""The fast PS3.10 writer writes exactly what pydicom's dcmwrite writes, for every kind of element."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import pydicom
+import pytest
+from pydicom.data import get_testdata_files
+from pydicom.datadict import dictionary_VR
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+import imagebank.dicom.part10 as part10
+from imagebank.deid.dicom import DicomDeidentifier
+from imagebank.deid.errors import Quarantined
+from imagebank.deid.profile import RESEARCH, load_table
+from imagebank.deid.pseudonyms import Pseudonymizer
+
+
+def _readable_test_files() -> list[str]:
+    files = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in sorted(get_testdata_files("*")):
+            try:
+                ds = pydicom.dcmread(name)
+            except Exception:  # noqa: BLE001 - not every test file is a readable DICOM file (that is their point)
+                continue
+            if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) and "SOPClassUID" in ds:
+                files.append(name)
+    return files
+
+
+TEST_FILES = _readable_test_files()
+
+
+def _expected(ds: Dataset) -> bytes | None:
+    """dcmwrite's output for ``ds`` (zero preamble), or None when pydicom refuses to write it."""
+    ds.preamble = None
+    buffer = io.BytesIO()
+    try:
+        pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        return None
+    return buffer.getvalue()
+
+
+def _both(path: str | Path | bytes) -> tuple[Dataset, Dataset]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if isinstance(path, bytes):
+            return pydicom.dcmread(io.BytesIO(path)), pydicom.dcmread(io.BytesIO(path))
+        return pydicom.dcmread(path), pydicom.dcmread(path)
+
+
+def _compare(ours: Dataset, theirs: Dataset) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = _expected(theirs)
+        if expected is None:
+            with pytest.raises((ValueError, TypeError, KeyError, AttributeError, OverflowError)):
+                part10.part10_bytes(ours)
+            return
+        assert part10.part10_bytes(ours) == expected
+
+
+@pytest.fixture
+def fast_path_count(monkeypatch):
+    """How many objects were written without falling back to dcmwrite."""
+    calls = {"fallback": 0, "total": 0}
+    fallback, chunks = part10._with_pydicom, part10.part10_chunks
+
+    def counting_fallback(ds):
+        calls["fallback"] += 1
+        return fallback(ds)
+
+    def counting_chunks(ds):
+        calls["total"] += 1
+        return chunks(ds)
+
+    monkeypatch.setattr(part10, "_with_pydicom", counting_fallback)
+    monkeypatch.setattr(part10, "part10_chunks", counting_chunks)
+    return calls
+
+
+def test_there_are_test_files():
+    assert len(TEST_FILES) > 50
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=[Path(p).name for p in TEST_FILES])
+def test_unchanged_objects_are_written_like_dcmwrite(path):
+    ours, theirs = _both(path)
+    _compare(ours, theirs)
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=[Path(p).name for p in TEST_FILES])
+def test_fully_decoded_objects_are_written_like_dcmwrite(path):
+    """Every element decoded (the writer encodes each value itself or through pydicom)."""
+    ours, theirs = _both(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            for ds in (ours, theirs):
+                for _ in ds.iterall():
+                    pass
+        except Exception:  # noqa: BLE001 - a file whose values pydicom cannot decode
+            pytest.skip("pydicom cannot decode every element of this file")
+    _compare(ours, theirs)
+
+
+@pytest.mark.parametrize("path", TEST_FILES, ids=[Path(p).name for p in TEST_FILES])
+def test_deidentified_objects_are_written_like_dcmwrite(path):
+    engine = DicomDeidentifier(RESEARCH, Pseudonymizer(b"k" * 32), ocr=None)
+    ours, theirs = _both(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            engine.deidentify(ours, subject="s")
+            engine.deidentify(theirs, subject="s")
+        except Quarantined:
+            pytest.skip("quarantined by the engine (unsafe pixel data, unreadable element)")
+    _compare(ours, theirs)
+
+
+def test_most_test_files_take_the_fast_path(fast_path_count):
+    for path in TEST_FILES:
+        ours, _ = _both(path)
+        try:
+            part10.part10_chunks(ours)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+            continue
+    assert fast_path_count["total"] == len(TEST_FILES)
+    assert fast_path_count["fallback"] < len(TEST_FILES) * 0.2
+
+
+def _every_vr_dataset() -> Dataset:
+    """One element per attribute of Table E.1-1 (every VR the standard uses), values set from Python."""
+    ds = Dataset()
+    samples = {"PN": "Doe^Jane", "DA": "20240305", "TM": "101010.5", "DT": "20240305101010", "UI": "1.2.3.4.5",
+               "AS": "045Y", "IS": "5", "DS": "1.5", "CS": "ABC", "AE": "AET", "UR": "http://x.example/a",
+               "US": 7, "SS": -7, "UL": 70000, "SL": -70000, "UV": 2**40, "SV": -(2**40), "FL": 1.25, "FD": 2.5,
+               "AT": 0x00100010, "OB": b"\x01\x02\x03", "OW": b"\x01\x02\x03\x04", "UN": b"\x01\x02\x03",
+               "OF": b"\0" * 4, "OD": b"\0" * 8, "OL": b"\0" * 4, "OV": b"\0" * 8}
+    for row in load_table().rows:
+        if row.tag == "PRIVATE" or "X" in row.tag:
+            continue
+        tag = int(row.tag, 16)
+        if tag >> 16 in (0x0000, 0x0002):
+            continue  # command and file meta elements have no place in a data set
+        vr = dictionary_VR(tag).split(" or ")[0]
+        if vr == "SQ":
+            item = Dataset()
+            item.PatientName = "Nested^Name"
+            item.CodeValue = "123"
+            ds.add_new(tag, vr, Sequence([item]))
+        else:
+            ds.add_new(tag, vr, samples.get(vr, "Some text value"))
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.SOPInstanceUID = "1.2.3.4.5.6"
+    return ds
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian], ids=["explicit", "implicit"])
+@pytest.mark.parametrize("charset", ["", "ISO_IR 100", "ISO_IR 192", "\\ISO 2022 IR 87"])
+def test_every_vr_read_back_and_changed_is_written_like_dcmwrite(syntax, charset, fast_path_count):
+    source = _every_vr_dataset()
+    if charset:
+        source.SpecificCharacterSet = charset.split("\\") if "\\" in charset else charset
+    source.file_meta = FileMetaDataset()
+    source.file_meta.TransferSyntaxUID = syntax
+    data = _expected(source)
+    assert data is not None
+    ours, theirs = _both(data)
+    for ds in (ours, theirs):
+        ds.PatientName = "Pseudo^Nym"
+        ds.StudyDate = ["20200101", "20200102"]
+        ds.ImageComments = "Ünïcode text"
+        ds.ReferringPhysicianName = ""
+        ds.Rows = 512
+        for elem in ds.iterall():
+            _ = elem.value  # decode everything that is left
+    _compare(ours, theirs)
+    assert fast_path_count == {"total": 1, "fallback": 0}
