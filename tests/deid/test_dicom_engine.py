@@ -8,8 +8,9 @@ import io
 import pydicom
 import pytest
 from pydicom.datadict import dictionary_VR
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from imagebank.deid.dicom import DicomDeidentifier, Limits
 from imagebank.deid.errors import Quarantined
@@ -17,6 +18,7 @@ from imagebank.deid.identifiers import KnownIdentifiers
 from imagebank.deid.profile import BASIC, RESEARCH, Option, Profile, SafePrivate, load_table
 from imagebank.deid.pseudonyms import Pseudonymizer
 from imagebank.deid.verify import LeakScanner
+from imagebank.dicom.part10 import part10_bytes
 
 KEY = b"k" * 32
 MARK = "LEAKYVALUE"
@@ -74,8 +76,20 @@ def _assert_clean(ds: Dataset) -> None:
         assert SOURCE_UID not in text, f"{elem.tag} {elem.keyword} kept the original UID"
 
 
+def _through_file(ds: Dataset, syntax: str) -> Dataset:
+    """``ds`` written as a PS3.10 file and read back: every element raw, as the engine meets real input."""
+    for tag in [t for t in ds.keys() if t.group in (0x0000, 0x0002)]:
+        del ds[tag]  # command and file meta elements cannot be in a file's data set
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    buffer = io.BytesIO()
+    pydicom.dcmwrite(buffer, ds, enforce_file_format=True)
+    return pydicom.dcmread(io.BytesIO(buffer.getvalue()))
+
+
+@pytest.mark.parametrize("source", ["in-memory", "explicit-file", "implicit-file"])
 @pytest.mark.parametrize("nested", [False, True], ids=["top-level", "inside-a-sequence"])
-def test_basic_profile_handles_every_attribute_of_table_e1_1(nested):
+def test_basic_profile_handles_every_attribute_of_table_e1_1(nested, source):
     inner = _every_table_attribute()
     if nested:
         # An attribute must be handled at any depth: put all of them inside an unlisted sequence item.
@@ -85,9 +99,15 @@ def test_basic_profile_handles_every_attribute_of_table_e1_1(nested):
         assert load_table().row_for(0x00082218) is None  # the wrapper itself is not in the table
     else:
         ds = inner
+    if source != "in-memory":
+        ds.SOPInstanceUID = SOURCE_UID
+        ds = _through_file(ds, ExplicitVRLittleEndian if source == "explicit-file" else ImplicitVRLittleEndian)
     result = _engine().deidentify(ds, subject="sys|p1", known=KnownIdentifiers())
     out = result.dataset
     _assert_clean(out)
+    if source != "in-memory":
+        # What is written (raw bytes reused, values replaced as bytes) is what was checked.
+        _assert_clean(pydicom.dcmread(io.BytesIO(part10_bytes(out))))
     target = out.AnatomicRegionSequence[0] if nested else out
     table = load_table()
     for row in table.rows:
@@ -107,7 +127,8 @@ def test_basic_profile_handles_every_attribute_of_table_e1_1(nested):
     assert 0x00091010 not in target
 
 
-def test_research_profile_shifts_dates_maps_uids_and_marks_the_output():
+@pytest.mark.parametrize("source", ["in-memory", "explicit-file", "implicit-file"])
+def test_research_profile_shifts_dates_maps_uids_and_marks_the_output(source):
     ds = _every_table_attribute()
     ds.PatientName = "DOE^JOHN"
     ds.PatientID = "MRN0042"
@@ -115,6 +136,8 @@ def test_research_profile_shifts_dates_maps_uids_and_marks_the_output():
     ds.StudyTime = "101530"
     ds.AcquisitionDateTime = "20240305101530.250000+0100"
     ds.StudyInstanceUID = "1.2.3.4.5.6.7.8"
+    if source != "in-memory":
+        ds = _through_file(ds, ExplicitVRLittleEndian if source == "explicit-file" else ImplicitVRLittleEndian)
     pseudonyms = Pseudonymizer(KEY)
     result = DicomDeidentifier(RESEARCH, pseudonyms).deidentify(ds, subject="sys|MRN0042",
                                                                known=KnownIdentifiers.from_dataset(ds))
@@ -241,3 +264,35 @@ def test_the_verifier_reports_what_an_unprocessed_dataset_leaks(make_instance):
     assert all(str(ds.PatientName) not in str(leak) for leak in leaks)  # reports say where, never what
     ds.add_new(0x00091010, "LO", "x")
     assert any(leak.kind == "private" for leak in LeakScanner(KnownIdentifiers()).scan_dataset(ds))
+
+
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian], ids=["explicit", "implicit"])
+@pytest.mark.parametrize("profile", [BASIC, RESEARCH], ids=["basic", "research"])
+def test_values_read_and_replaced_as_bytes_give_what_pydicom_gives(syntax, profile, monkeypatch):
+    """The raw-bytes fast path (imagebank.deid.rawvalues) changes nothing in the output: the same object
+    de-identified with it switched off (every value through pydicom) is written byte for byte the same."""
+    from imagebank.deid import rawvalues
+
+    def source() -> Dataset:
+        inner = _every_table_attribute()
+        ds = _every_table_attribute()
+        ds.PatientName = "DOE^JOHN"
+        ds.PatientID = "MRN0042"
+        ds.AnatomicRegionSequence = Sequence([inner])
+        ds.SOPInstanceUID = SOURCE_UID
+        ds.StudyDescription = "Chest CT for DOE"  # scrubbed to a value of odd length (padding)
+        ds.ImageComments = "Seen 03/05/2024 by Dr Smith"
+        ds.ReferencedSOPInstanceUID = ["1.2.3.4.5.66", "1.2.3.4.5.777"]  # multi-valued
+        return _through_file(ds, syntax)
+
+    def run(ds: Dataset) -> bytes:
+        out = _engine(profile).deidentify(ds, subject="s|1", known=KnownIdentifiers.from_dataset(ds)).dataset
+        return part10_bytes(out)
+
+    fast = run(source())
+    with monkeypatch.context() as patch:
+        patch.setattr(rawvalues, "read", lambda *args: None)
+        patch.setattr(rawvalues, "replace", lambda *args: False)
+        patch.setattr(rawvalues, "empty", lambda *args: False)
+        slow = run(source())
+    assert fast == slow

@@ -21,13 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element
-from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
+from imagebank.deid import rawvalues
 from imagebank.deid.errors import Quarantined
 from imagebank.deid.identifiers import KnownIdentifiers, raw_vr
 from imagebank.deid.profile import METHOD_CODES, Option, Profile, load_table
@@ -145,14 +146,15 @@ class DicomDeidentifier:
 
     def _mark(self, ds: Dataset, run: _Run) -> None:
         """PS3.15 E.1.1 and PS3.3 C.7.1.1.1.1: say truthfully that and how identity was removed."""
-        ds.PatientName = run.pseudonym
-        ds.PatientID = run.pseudonym
+        for tag, vr, keyword in ((_PATIENT_NAME, "PN", "PatientName"), (_PATIENT_ID, "LO", "PatientID")):
+            if not rawvalues.replace(ds, tag, vr, [run.pseudonym], "latin-1"):
+                setattr(ds, keyword, run.pseudonym)
         implicit, little = ds.original_encoding
         if little is True and implicit is not None:
             # The same four elements go into every object of a job: encoded once per transfer syntax and
             # added as raw elements (written as they are, decoded only if something reads them).
-            for elem in self._encoded_marks(bool(implicit)):
-                ds[elem.tag] = elem
+            for raw in self._encoded_marks(bool(implicit)):
+                ds[raw.tag] = raw
         else:
             for elem in self._marks():
                 ds[elem.tag] = elem
@@ -218,16 +220,19 @@ class _Run:
             *engine.institutions, *sorted(known.institutions))
 
     # -- the walk -----------------------------------------------------------------------------------------
-    def walk(self, ds: Dataset, *, depth: int, cleaning: bool) -> None:
+    def walk(self, ds: Dataset, *, depth: int, cleaning: bool, codec: str | None = "latin-1") -> None:
         limits = self.engine.limits
         if depth > limits.max_depth:
             raise Quarantined("too-deep", f"sequences nested deeper than {limits.max_depth} levels")
         # Elements are looked at by tag first: what the table does not list and no option cleans stays a raw
         # element, never decoded and written back byte for byte (pixel data included) -- the expensive part
-        # of pydicom is decoding and re-encoding values, and most of a dataset needs neither.
+        # of pydicom is decoding and re-encoding values, and most of a dataset needs neither. String values
+        # are read and replaced as bytes where that is exact (imagebank.deid.rawvalues).
+        codec = rawvalues.text_codec(ds, codec)
         elements = ds._dict  # pydicom's tag -> element mapping: raw elements stay raw when read from it
         action_for = self.engine.action_for
-        for tag_int, elem in list(elements.items()):
+        for key, elem in list(elements.items()):
+            tag_int = int(key)  # a plain int: BaseTag compares in Python
             self.elements += 1
             if self.elements > limits.max_elements:
                 raise Quarantined("too-large", f"more than {limits.max_elements} elements")
@@ -241,99 +246,118 @@ class _Run:
             action = action_for(tag_int)
             if action is None:
                 vr = raw_vr(ds, tag_int)
-                if vr == "SQ" or (cleaning and (vr in TEXT_VRS or vr in ("DA", "DT"))):
-                    self._unlisted(ds, ds[tag_int], depth=depth, cleaning=cleaning)
+                if vr == "SQ":
+                    self._items(ds, tag_int, depth=depth, cleaning=cleaning, codec=codec)
+                elif cleaning and vr in TEXT_VRS:
+                    self._clean_text(ds, tag_int, vr, codec, elem)
+                elif cleaning and vr in ("DA", "DT"):
+                    self._clean_date(ds, tag_int, vr, codec, elem)
                 continue
             if action == "X" and tag_int not in (_PATIENT_NAME, _PATIENT_ID):
                 del ds[tag_int]
                 continue
-            self._apply(ds, ds[tag_int], action, depth=depth, cleaning=cleaning)
+            self._apply(ds, tag_int, elem, action, depth=depth, cleaning=cleaning, codec=codec)
 
-    def _unlisted(self, ds: Dataset, elem: DataElement, *, depth: int, cleaning: bool) -> None:
-        if elem.VR == "SQ":
-            self._items(elem, depth=depth, cleaning=cleaning)
-        elif cleaning and elem.VR in TEXT_VRS:
-            self._clean_text(elem)
-        elif cleaning and elem.VR in ("DA", "DT"):
-            self._clean_date(ds, elem)
-
-    def _items(self, elem: DataElement, *, depth: int, cleaning: bool) -> None:
-        items = elem.value or []
+    def _items(self, ds: Dataset, tag: int, *, depth: int, cleaning: bool, codec: str | None) -> None:
+        items = ds[tag].value or []
         if len(items) > self.engine.limits.max_sequence_items:
             raise Quarantined("too-large", f"a sequence with more than {self.engine.limits.max_sequence_items} items")
         for item in items:
-            self.walk(item, depth=depth + 1, cleaning=cleaning)
+            self.walk(item, depth=depth + 1, cleaning=cleaning, codec=codec)
 
-    def _apply(self, ds: Dataset, elem: DataElement, action: str, *, depth: int, cleaning: bool) -> None:
-        tag = int(elem.tag)
+    # -- values: raw bytes where exact, pydicom otherwise ---------------------------------------------------
+    def _read(self, ds: Dataset, tag: int, vr: str, codec: str | None, elem: object = None) -> list[str]:
+        values = rawvalues.read(elem if elem is not None else ds.get_item(tag), vr, codec)
+        if values is None:
+            values = _text_values(ds[tag].value)
+        return values
+
+    def _write(self, ds: Dataset, tag: int, vr: str, values: list[str], codec: str | None) -> None:
+        if not rawvalues.replace(ds, tag, vr, values, codec):
+            ds[tag].value = values if len(values) > 1 else (values[0] if values else "")
+
+    def _write_empty(self, ds: Dataset, tag: int, vr: str) -> None:
+        if not rawvalues.empty(ds, tag, vr):
+            elem = ds[tag]
+            elem.value = _empty(elem.VR)
+
+    def _apply(self, ds: Dataset, tag: int, elem: object, action: str, *, depth: int, cleaning: bool,
+               codec: str | None) -> None:
+        """One element's action; ``elem`` is the element as it is in ``ds`` now (raw or decoded)."""
+        vr = raw_vr(ds, tag)
         if tag in (_PATIENT_NAME, _PATIENT_ID):
-            elem.value = self.pseudonym  # Z/D with a value consistent with the VR: the pseudonym
+            self._write(ds, tag, vr, [self.pseudonym], codec)  # Z/D with a value consistent with the VR
             return
         if action == "X":
-            del ds[elem.tag]
+            del ds[tag]
         elif action == "K":
-            if elem.VR == "SQ":
-                self._items(elem, depth=depth, cleaning=cleaning)
-            elif not _valid_for_vr(elem):
+            if vr == "SQ":
+                self._items(ds, tag, depth=depth, cleaning=cleaning, codec=codec)
+            elif not _valid_for_vr(vr, self._read(ds, tag, vr, codec, elem) if vr in _VR_FORMATS else []):
                 # A kept value must be what its VR says (an age, a number, a code): free text in a
                 # Patient's Age can be anything, including a name.
-                elem.value = _empty(elem.VR)
+                self._write_empty(ds, tag, vr)
         elif action == "Z":
-            elem.value = _empty(elem.VR)
+            self._write_empty(ds, tag, vr)
         elif action == "D":
-            if elem.VR == "SQ":
+            if vr == "SQ":
                 # A dummy sequence cannot carry meaning; an empty one keeps Type 2 conformance.
-                elem.value = Sequence()
-            elif elem.VR == "UI":
-                self._map_uids(elem)
-            elif elem.VR in ("DA", "DT") and self.profile.has(Option.RETAIN_MODIFIED_DATES):
-                self._clean_date(ds, elem)
+                self._write_empty(ds, tag, vr)
+            elif vr == "UI":
+                self._map_uids(ds, tag, vr, codec, elem)
+            elif vr in ("DA", "DT") and self.profile.has(Option.RETAIN_MODIFIED_DATES):
+                self._clean_date(ds, tag, vr, codec, elem)
+            elif vr in rawvalues.ASCII_VRS or vr in TEXT_VRS:
+                self._write(ds, tag, vr, [_DUMMY.get(vr, "")] if _DUMMY.get(vr) else [], codec)
             else:
+                elem = ds[tag]
                 elem.value = _dummy(elem.VR)
         elif action == "U":
-            if elem.VR == "SQ":
-                self._items(elem, depth=depth, cleaning=cleaning)
+            if vr == "SQ":
+                self._items(ds, tag, depth=depth, cleaning=cleaning, codec=codec)
             elif not self.keep_uids:
-                self._map_uids(elem)
+                self._map_uids(ds, tag, vr, codec, elem)
         elif action == "C":
-            self._clean(ds, elem, depth=depth)
+            self._clean(ds, tag, vr, elem, depth=depth, codec=codec)
         else:  # pragma: no cover - the table test proves every action is known
             raise ValueError(f"unknown action {action!r}")
 
-    def _clean(self, ds: Dataset, elem: DataElement, *, depth: int) -> None:
+    def _clean(self, ds: Dataset, tag: int, vr: str, elem: object, *, depth: int, codec: str | None) -> None:
         """C: keep what is known to be free of identity; everything else is replaced."""
-        group, element = int(elem.tag) >> 16, int(elem.tag) & 0xFFFF
-        if elem.VR == "SQ":
-            self._items(elem, depth=depth, cleaning=True)
-        elif elem.VR in ("DA", "DT"):
-            self._clean_date(ds, elem)
-        elif elem.VR == "TM":
+        group, element = tag >> 16, tag & 0xFFFF
+        if vr == "SQ":
+            self._items(ds, tag, depth=depth, cleaning=True, codec=codec)
+        elif vr in ("DA", "DT"):
+            self._clean_date(ds, tag, vr, codec, elem)
+        elif vr == "TM":
             return  # time of day is kept: the shift is whole days (PS3.15 E.3.6)
-        elif elem.VR in TEXT_VRS:
-            self._clean_text(elem)
+        elif vr in TEXT_VRS:
+            self._clean_text(ds, tag, vr, codec, elem)
         elif group & 0xFF00 == 0x5000 or (group & 0xFF00 == 0x6000 and element == 0x3000):
             # Overlay and curve data are bitmaps/graphs that may draw text; without a way to read them they
             # are removed (PS3.15 E.3.4 Clean Graphics allows keeping only what is known to be safe).
-            del ds[elem.tag]
-        elif elem.VR in _BINARY_VRS:
-            elem.value = b""
+            del ds[tag]
+        elif vr in _BINARY_VRS or ds[tag].VR in _BINARY_VRS:
+            self._write_empty(ds, tag, ds[tag].VR)
 
-    def _clean_text(self, elem: DataElement) -> None:
-        values = _text_values(elem.value)
-        if not values:
+    def _clean_text(self, ds: Dataset, tag: int, vr: str, codec: str | None, elem: object = None) -> None:
+        values = self._read(ds, tag, vr, codec, elem)
+        if not any(values):
             return
         shift = self._shift_function()
         cleaned = []
+        changed = False
         for value in values:
             result = self.engine.scrubber(value, self.known, shift=shift, institutions=self.institutions)
             if result.findings:
                 self.scrubbed += 1
+            changed = changed or result.text != value
             cleaned.append(result.text)
-        if elem.VR == "PN":
+        if vr == "PN":
             # A person name is identity by definition; a scrubbed remainder could still be a name.
-            elem.value = "" if not any(cleaned) else "ANONYMIZED"
-            return
-        elem.value = cleaned if len(cleaned) > 1 else cleaned[0]
+            self._write(ds, tag, vr, ["ANONYMIZED"] if any(cleaned) else [], codec)
+        elif changed:
+            self._write(ds, tag, vr, cleaned, codec)
 
     def _shift_function(self) -> Callable[[dt.date], dt.date] | None:
         if self.profile.has(Option.RETAIN_FULL_DATES):
@@ -342,21 +366,18 @@ class _Run:
             return lambda date: self.engine.pseudonyms.shift_date(date, self.subject)
         return None
 
-    def _clean_date(self, ds: Dataset, elem: DataElement) -> None:
+    def _clean_date(self, ds: Dataset, tag: int, vr: str, codec: str | None, elem: object = None) -> None:
         if self.profile.has(Option.RETAIN_FULL_DATES):
             return
         if not self.profile.has(Option.RETAIN_MODIFIED_DATES):
-            elem.value = _empty(elem.VR)
+            self._write_empty(ds, tag, vr)
             return
-        values = _text_values(elem.value)
-        shift = self.engine.pseudonyms.shift_da if elem.VR == "DA" else self.engine.pseudonyms.shift_dt
-        shifted = [shift(v, self.subject) for v in values]
-        elem.value = shifted if len(shifted) > 1 else (shifted[0] if shifted else "")
+        shift = self.engine.pseudonyms.shift_da if vr == "DA" else self.engine.pseudonyms.shift_dt
+        self._write(ds, tag, vr, [shift(v, self.subject) for v in self._read(ds, tag, vr, codec, elem)], codec)
 
-    def _map_uids(self, elem: DataElement) -> None:
-        values = _text_values(elem.value)
-        mapped = [self.engine.pseudonyms.uid(v) for v in values if v]
-        elem.value = mapped if len(mapped) > 1 else (mapped[0] if mapped else "")
+    def _map_uids(self, ds: Dataset, tag: int, vr: str, codec: str | None, elem: object = None) -> None:
+        uid = self.engine.pseudonyms.uid
+        self._write(ds, tag, vr, [uid(v) for v in self._read(ds, tag, vr, codec, elem) if v], codec)
 
     def _private(self, ds: Dataset, tag: int) -> None:
         """PS3.15 E.3.10: private attributes are removed unless on the safe list (with their creator)."""
@@ -396,11 +417,11 @@ _VR_FORMATS = {
 }
 
 
-def _valid_for_vr(elem: DataElement) -> bool:
-    pattern = _VR_FORMATS.get(elem.VR)
+def _valid_for_vr(vr: str, values: list[str]) -> bool:
+    pattern = _VR_FORMATS.get(vr)
     if pattern is None:
         return True
-    return all(pattern.fullmatch(v) for v in _text_values(elem.value) if v)
+    return all(pattern.fullmatch(v) for v in values if v)
 
 
 def _empty(vr: str) -> Any:

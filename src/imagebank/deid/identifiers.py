@@ -11,7 +11,7 @@ import datetime as dt
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pydicom.datadict import dictionary_VR as _dictionary_vr
@@ -132,29 +132,29 @@ class KnownIdentifiers:
 
     def collect(self, ds: Dataset) -> None:
         """Add the identifiers found anywhere in ``ds`` (all sequence depths)."""
-        for elem in _walk(ds):
-            kw = elem.keyword
-            values = _values(elem.value)
-            if elem.VR == "PN" or kw in _NAME_KEYWORDS:
+        tags = _category_tags()
+        for tag, vr, values in _walk(ds, "latin-1"):
+            category = tags.get(tag)
+            if vr == "PN" or category == "name":
                 for v in values:
                     self.add_name(str(v))
-            elif elem.VR in ("DA", "DT"):
+            elif vr in ("DA", "DT"):
                 for v in values:
                     self.add_date(v)
-            elif elem.VR == "UI":
+            elif vr == "UI":
                 # Only instance UIDs (Table E.1-1 action U): class, transfer syntax, coding scheme and
                 # context UIDs are registry values shared by everyone.
                 # Values under the standard's own root (1.2.840.10008.) are never an instance's.
-                if int(elem.tag) in _instance_uid_tags():
+                if tag in _instance_uid_tags():
                     self.uids.update(str(v) for v in values
                                      if len(str(v)) > 8 and not str(v).startswith("1.2.840.10008."))
-            elif kw in _ID_KEYWORDS:
+            elif category == "id":
                 for v in values:
                     self.add_id(v)
-            elif kw in _OTHER_KEYWORDS:
+            elif category == "other":
                 for v in values:
                     self.add_other(v)
-            elif kw in _INSTITUTION_KEYWORDS:
+            elif category == "institution":
                 self.institutions.update(str(v).strip() for v in values if len(str(v or "").strip()) >= MIN_ID_LENGTH)
 
     def collect_fhir(self, resource: dict) -> None:
@@ -220,26 +220,41 @@ def _values(value: object) -> list[object]:
 
 
 @functools.cache
-def _keyword_tags() -> frozenset[int]:
+def _category_tags() -> dict[int, str]:
     from pydicom.datadict import tag_for_keyword
 
-    keywords = (*_ID_KEYWORDS, *_NAME_KEYWORDS, *_OTHER_KEYWORDS, *_INSTITUTION_KEYWORDS)
-    return frozenset(t for t in (tag_for_keyword(k) for k in keywords) if t is not None)
+    categories: dict[int, str] = {}
+    for category, keywords in (("id", _ID_KEYWORDS), ("name", _NAME_KEYWORDS), ("other", _OTHER_KEYWORDS),
+                               ("institution", _INSTITUTION_KEYWORDS)):
+        for keyword in keywords:
+            tag = tag_for_keyword(keyword)
+            if tag is not None:
+                categories.setdefault(tag, category)
+    return categories
 
 
-def _walk(ds: Dataset) -> Iterable:
-    """The elements that can name the patient, decoding only those (and sequences, to look inside)."""
-    wanted = _keyword_tags()
+def _walk(ds: Dataset, codec: str | None) -> Iterator[tuple[int, str, list[object]]]:
+    """(tag, VR, values) of the elements that can name the patient: read from their raw bytes where that
+    is safe (:mod:`imagebank.deid.rawvalues`), else decoded by pydicom; sequences are looked inside."""
+    from imagebank.deid import rawvalues
+
+    wanted = _category_tags()
     uid_tags = _instance_uid_tags()
-    for tag in list(ds.keys()):
-        tag_int = int(tag)
+    codec = rawvalues.text_codec(ds, codec)
+    for key, elem in list(ds._dict.items()):
+        tag_int = int(key)  # a plain int: BaseTag compares in Python
         if (tag_int >> 16) & 1:
             continue  # private: removed or kept as safe, never a source of known identifiers
         vr = raw_vr(ds, tag_int)
         if tag_int in wanted or tag_int in uid_tags or vr in ("PN", "DA", "DT", "SQ"):
-            elem = ds[tag]
-            if elem.VR == "SQ":
-                for item in elem.value or []:
-                    yield from _walk(item)
+            if vr != "SQ":
+                values = rawvalues.read(elem, vr, codec)
+                if values is not None:
+                    yield tag_int, vr, list(values)
+                    continue
+            decoded = ds[tag_int]
+            if decoded.VR == "SQ":
+                for item in decoded.value or []:
+                    yield from _walk(item, codec)
             else:
-                yield elem
+                yield tag_int, decoded.VR, _values(decoded.value)

@@ -36,11 +36,11 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from imagebank.deid.dicom import DicomDeidentifier
-from imagebank.dicom.part10 import part10_chunks
 from imagebank.deid.errors import Quarantined
 from imagebank.deid.identifiers import KnownIdentifiers
 from imagebank.deid.profile import Option, Profile
 from imagebank.deid.verify import LeakScanner
+from imagebank.dicom.part10 import part10_chunks
 
 #: Sources handed to a worker at once: enough to amortize inter-process overhead, small enough to balance.
 BATCH = 16

@@ -23,13 +23,12 @@ from collections.abc import Iterable
 
 from pydicom.charset import convert_encodings
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset, validate_file_meta
 from pydicom.filebase import DicomBytesIO
-from pydicom.multival import MultiValue
-from pydicom.valuerep import PersonName
 from pydicom.filewriter import dcmwrite, write_data_element, write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+from pydicom.multival import MultiValue
+from pydicom.uid import UID, ImplicitVRLittleEndian
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, PersonName
 
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 _UNDEFINED = 0xFFFFFFFF
@@ -104,28 +103,39 @@ def _file_meta(ds: Dataset, meta: FileMetaDataset) -> bytes:
     if (meta.get("MediaStorageSOPInstanceUID", None) is None
             or (sop_instance and sop_instance != meta.MediaStorageSOPInstanceUID)):
         meta.MediaStorageSOPInstanceUID = sop_instance
-    buffer = DicomBytesIO()
-    buffer.is_little_endian = True
-    buffer.is_implicit_VR = False
-    write_file_meta_info(buffer, meta, enforce_standard=True)
-    return buffer.getvalue()
+    validate_file_meta(meta, enforce_standard=True)  # adds the version and implementation elements
+    chunks: list[bytes | memoryview] = []
+    try:
+        length = _dataset(meta, chunks, implicit=False, parent_encoding="iso8859", skip=0x00020000)
+    except _NeedsPydicom:  # raw elements read with another encoding: pydicom's writer converts them
+        buffer = DicomBytesIO()
+        buffer.is_little_endian = True
+        buffer.is_implicit_VR = False
+        write_file_meta_info(buffer, meta, enforce_standard=True)
+        return buffer.getvalue()
+    # (0002,0000) File Meta Information Group Length: the bytes that follow it (PS3.10 7.1).
+    meta.FileMetaInformationGroupLength = length
+    return struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, length) + b"".join(chunks)
 
 
 def _dataset(ds: Dataset, out: list[bytes | memoryview], *, implicit: bool, parent_encoding: str | list[str],
-             compressed: bool | None = None) -> int:
+             compressed: bool | None = None, skip: int | None = None) -> int:
     """Append the encoded elements of ``ds`` (PS3.5 7.1, ascending tag order) to ``out``; returns their length.
 
     ``compressed`` is given for the top-level data set only, whose Pixel Data the transfer syntax governs."""
     same_charset = ds.original_character_set == ds._character_set
     same_encoding = ds.original_encoding == (implicit, True)
     encodings = ds.get("SpecificCharacterSet", parent_encoding)
-    get_item = ds.get_item
+    elements = ds._dict  # pydicom's tag -> element mapping (no deferred reads in these data sets)
     ascii_text: bool | None = None  # whether ASCII text encodes as ASCII in this data set (computed once)
     length = 0
-    for tag in sorted(ds._dict):
-        if (tag & 0xFFFF) == 0 and (tag >> 16) > 6:
+    for key in sorted(elements, key=int):
+        tag = int(key)  # a plain int: BaseTag compares in Python
+        if ((tag & 0xFFFF) == 0 and (tag >> 16) > 6) or tag == skip:
             continue  # retired group lengths are not written (PS3.5 7.2)
-        elem = get_item(tag)
+        elem = elements[key]
+        if isinstance(elem, RawDataElement) and elem.value is None:
+            elem = ds[key]  # what get_item does for an empty raw element (as dcmwrite reads it)
         if isinstance(elem, RawDataElement):
             if not (same_encoding and same_charset):
                 raise _NeedsPydicom
@@ -301,4 +311,4 @@ def _sequence(elem: DataElement, out: list[bytes | memoryview], *, implicit: boo
     return len(header) + body_length
 
 
-__all__ = ["part10_bytes", "part10_chunks", "write_part10", "ExplicitVRLittleEndian"]
+__all__ = ["part10_bytes", "part10_chunks", "write_part10"]
