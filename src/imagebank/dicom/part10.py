@@ -89,9 +89,25 @@ def write_part10(ds: Dataset, file: io.BufferedIOBase) -> int:
 # ------------------------------------------------------------------------------------------------ internals
 def _with_pydicom(ds: Dataset) -> bytes:
     ds.preamble = None  # see part10_chunks: never the source's preamble
+    syntax = UID(str(ds.file_meta.get("TransferSyntaxUID", "") or ""))
+    if syntax.is_transfer_syntax and not syntax.is_implicit_VR:
+        _decode_implicit_raw(ds)
     buffer = io.BytesIO()
     dcmwrite(buffer, ds, enforce_file_format=True)
     return buffer.getvalue()
+
+
+def _decode_implicit_raw(ds: Dataset) -> None:
+    """Decode the raw elements read as implicit VR (no VR of their own) in a data set to be written with
+    explicit VR: a file whose transfer syntax says explicit while its data set is implicit (pydicom reads it,
+    warning) would otherwise make dcmwrite fail on the missing VR. Decoding takes the VR from the data
+    dictionary, as reading such a file for display does."""
+    for key, elem in list(ds._dict.items()):
+        if isinstance(elem, RawDataElement) and elem.VR is None:
+            elem = ds[key]
+        if isinstance(elem, DataElement) and elem.VR == "SQ":
+            for item in elem.value or []:
+                _decode_implicit_raw(item)
 
 
 def _file_meta(ds: Dataset, meta: FileMetaDataset) -> bytes:
