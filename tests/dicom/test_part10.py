@@ -119,18 +119,22 @@ def test_fully_decoded_objects_are_written_like_dcmwrite(path):
     _compare(ours, theirs)
 
 
-@pytest.mark.parametrize("path", TEST_FILES, ids=[Path(p).name for p in TEST_FILES])
-def test_deidentified_objects_are_written_like_dcmwrite(path):
+def test_deidentified_objects_are_written_like_dcmwrite():
+    """Every test file the engine releases (the others are quarantined: unsafe pixel data, unreadable)."""
     engine = DicomDeidentifier(RESEARCH, Pseudonymizer(b"k" * 32), ocr=None)
-    ours, theirs = _both(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            engine.deidentify(ours, subject="s")
-            engine.deidentify(theirs, subject="s")
-        except Quarantined:
-            pytest.skip("quarantined by the engine (unsafe pixel data, unreadable element)")
-    _compare(ours, theirs)
+    compared = 0
+    for path in TEST_FILES:
+        ours, theirs = _both(path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                engine.deidentify(ours, subject="s")
+                engine.deidentify(theirs, subject="s")
+            except Quarantined:
+                continue
+        _compare(ours, theirs)
+        compared += 1
+    assert compared >= 25  # 28 of pydicom 3.0.2's files are released with OCR off
 
 
 def test_most_test_files_take_the_fast_path(fast_path_count):

@@ -77,15 +77,6 @@ def part10_bytes(ds: Dataset) -> bytes:
     return b"".join(part10_chunks(ds))
 
 
-def write_part10(ds: Dataset, file: io.BufferedIOBase) -> int:
-    """Write ``ds`` as a PS3.10 file to an open binary file; returns the number of bytes written."""
-    total = 0
-    for chunk in part10_chunks(ds):
-        file.write(chunk)
-        total += len(chunk)
-    return total
-
-
 # ------------------------------------------------------------------------------------------------ internals
 def _with_pydicom(ds: Dataset) -> bytes:
     ds.preamble = None  # see part10_chunks: never the source's preamble
@@ -191,18 +182,12 @@ def _raw(elem: RawDataElement, out: list[bytes | memoryview], implicit: bool) ->
     value = elem.value or b""
     undefined = elem.length == _UNDEFINED
     size = _UNDEFINED if undefined else len(value)
-    if implicit:
-        header = struct.pack("<HHL", tag >> 16, tag & 0xFFFF, size)
-    else:
-        vr = elem.VR
-        if not vr or len(vr) != 2:
-            raise _NeedsPydicom
-        if vr in _LONG_VRS:
-            header = struct.pack("<HH2s2xL", tag >> 16, tag & 0xFFFF, vr.encode("ascii"), size)
-        elif undefined or size > 0xFFFF:
-            raise _NeedsPydicom  # pydicom rewrites such an element as UN
-        else:
-            header = struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode("ascii"), size)
+    vr = elem.VR
+    if not implicit and (not vr or len(vr) != 2 or (undefined and vr not in _LONG_VRS)):
+        raise _NeedsPydicom
+    header = _header(tag, vr or "", size, implicit)
+    if header is None:
+        raise _NeedsPydicom  # pydicom rewrites such an element as UN
     out.append(header)
     if value:
         out.append(memoryview(value) if len(value) > 4096 else value)
@@ -327,4 +312,4 @@ def _sequence(elem: DataElement, out: list[bytes | memoryview], *, implicit: boo
     return len(header) + body_length
 
 
-__all__ = ["part10_bytes", "part10_chunks", "write_part10"]
+__all__ = ["part10_bytes", "part10_chunks"]
