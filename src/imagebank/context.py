@@ -25,7 +25,7 @@ def open_engine(settings: Settings, *, upgrade: bool | None = None) -> Engine:
     engine = database.create_index_engine(settings.database_url, pool_size=settings.database.pool_size)
     should_upgrade = settings.database.auto_upgrade if upgrade is None else upgrade
     current = database.current_revision(engine)
-    head = database.head_revision()
+    head = database.HEAD_REVISION
     if current != head:
         if not should_upgrade:
             raise ConfigError(

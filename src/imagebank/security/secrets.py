@@ -7,6 +7,7 @@ authenticated request cheap. Passwords are stored with argon2id (RFC 9106), memo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -16,7 +17,13 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 # RFC 9106 "second recommended option" (low memory): t=3, m=64 MiB, p=4 -- argon2-cffi's default profile.
 _HASHER = PasswordHasher()
-_DUMMY_HASH = _HASHER.hash("imagebank-dummy-password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Hashed on first use, not at import: an argon2 hash costs ~0.1 s, which every CLI start would pay."""
+    return _HASHER.hash("imagebank-dummy-password")
+
 
 TOKEN_BYTES = 32
 
@@ -37,7 +44,7 @@ def hash_password(password: str) -> str:
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """Constant work whether or not the account exists (no user enumeration by timing)."""
     try:
-        return _HASHER.verify(stored_hash or _DUMMY_HASH, password) and stored_hash is not None
+        return _HASHER.verify(stored_hash or _dummy_hash(), password) and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
 
