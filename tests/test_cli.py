@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,32 @@ def test_ingest_reports_rejections_and_exits_non_zero(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "rejected x1: not a DICOM file" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_invalid_values_are_stored_without_logging_them(tmp_path: Path) -> None:
+    """pydicom warns about invalid values by quoting them; patient values must never reach a log."""
+    import pydicom
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    ds = pydicom.Dataset()
+    ds.PatientName = "Secretname^" + "X" * 70  # longer than PN allows per component
+    ds.PatientID = "MRN-SECRET-1"
+    ds.PatientBirthDate = "1970-13-45"  # not a DA
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = "1.2.3", "1.2.3.4", "1.2.3.4.5"
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+    ds.Modality = "ot"  # lowercase CS
+    ds.InstanceNumber = "1.5"  # not an IS
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    path = tmp_path / "bad-values.dcm"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(path, enforce_file_format=True)
+    result = run("-v", "-v", "ingest", str(path), "--no-progress", data=tmp_path / "d")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "stored 1," in result.stdout
+    for secret in ("Secretname", "MRN-SECRET", "1970-13-45"):
+        assert secret not in result.stdout + result.stderr
 
 
 def test_bad_configuration_is_a_one_line_error(tmp_path: Path) -> None:

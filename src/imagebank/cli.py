@@ -21,6 +21,7 @@ import click
 
 from imagebank import __version__
 from imagebank.config import Settings, load_settings
+from imagebank.dicom import quiet_pydicom
 from imagebank.errors import ConfigError, ImagebankError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -61,6 +62,7 @@ def main(ctx: click.Context, data: str | None, config: str | None, verbose: int)
     """Imagebank: medical image archive, research warehouse and patient sharing."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_pydicom()
     ctx.obj = {"data": data, "config": config}
 
 
@@ -103,20 +105,28 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     if settings.dicom.enabled:
         import multiprocessing
 
-        from imagebank.dimse.scp import DicomListener, listener_processes, run_listener_process
+        from imagebank.dimse.scp import (
+            NOT_LISTENING,
+            DicomListener,
+            SharedListener,
+            listener_processes,
+            run_listener_process,
+        )
 
         processes = listener_processes(settings.dicom)
+        spawn = multiprocessing.get_context("spawn")
+        loads = spawn.Array("i", [0] + [NOT_LISTENING] * (processes - 1), lock=False)  # associations per process
         listener = DicomListener(settings.dicom, archive, audit)
         try:
-            listener.start(reuse_port=processes > 1)
+            listener.start(share=SharedListener(loads, 0) if processes > 1 else None)
         except OSError as exc:
             raise ImagebankError(f"cannot listen for DICOM on {settings.dicom.host}:{settings.dicom.port}: "
                                  f"{exc.strerror or exc} (set dicom.port, or dicom.enabled = false)") from None
         if processes > 1:
-            spawn = multiprocessing.get_context("spawn")
             pinned = settings.model_copy(update={"dicom": settings.dicom.model_copy(update={"port": listener.port})})
-            helpers = [spawn.Process(target=run_listener_process, args=(pinned, os.getpid()), name=f"dicom-listener-{n}",
-                                     daemon=True) for n in range(1, processes)]
+            helpers = [spawn.Process(target=run_listener_process, name=f"dicom-listener-{n}", daemon=True,
+                                     args=(pinned, os.getpid(), SharedListener(loads, n, listener.listening_socket)))
+                       for n in range(1, processes)]
             for helper in helpers:
                 helper.start()
         tls_note = " (TLS)" if settings.dicom.tls_certfile else ""

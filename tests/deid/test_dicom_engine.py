@@ -269,9 +269,9 @@ def test_the_verifier_reports_what_an_unprocessed_dataset_leaks(make_instance):
 @pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian], ids=["explicit", "implicit"])
 @pytest.mark.parametrize("profile", [BASIC, RESEARCH], ids=["basic", "research"])
 def test_values_read_and_replaced_as_bytes_give_what_pydicom_gives(syntax, profile, monkeypatch):
-    """The raw-bytes fast path (imagebank.deid.rawvalues) changes nothing in the output: the same object
+    """The raw-bytes fast path (imagebank.dicom.rawvalues) changes nothing in the output: the same object
     de-identified with it switched off (every value through pydicom) is written byte for byte the same."""
-    from imagebank.deid import rawvalues
+    from imagebank.dicom import rawvalues
 
     def source() -> Dataset:
         inner = _every_table_attribute()

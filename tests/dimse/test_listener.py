@@ -452,3 +452,48 @@ def test_mutual_tls_binds_the_certificate_to_the_ae_title(listen: Any, tmp_path:
     assert own.is_established and own.send_c_echo().Status == 0x0000
     own.release()
     assert call("CT02").is_rejected
+
+
+def test_listener_processes_share_connections_by_load() -> None:
+    """Listener processes share one socket; the one with fewer open associations accepts, and a busier one
+    takes a connection itself only when no sibling did within its grace period."""
+    import multiprocessing
+    import socket
+    import time
+
+    from pynetdicom import AE
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    from imagebank.dimse.scp import _YIELD_FOR, SharedListener, _SharedServer
+
+    loads = multiprocessing.get_context("spawn").Array("i", [0, 0], lock=False)
+    ae = AE()
+    ae.add_supported_context(Verification)
+    first = ae.make_server(("127.0.0.1", 0), server_class=_SharedServer, share=SharedListener(loads, 0))
+    second = ae.make_server(("127.0.0.1", 0), server_class=_SharedServer,
+                            share=SharedListener(loads, 1, first.socket))
+    clients = []
+    try:
+        assert second.server_address == first.server_address
+        with pytest.raises(BlockingIOError):
+            first.get_request()  # nobody waiting: returns at once instead of blocking the serve loop
+        clients.append(socket.create_connection(first.server_address))
+        loads[0] = 2  # the first process is busier
+        with pytest.raises(BlockingIOError):
+            first.get_request()
+        accepted, _ = second.get_request()
+        accepted.close()
+        assert loads[1] == 1
+        clients.append(socket.create_connection(first.server_address))
+        loads[1] = 1  # now the second one is less busy but does not take it (stuck sibling)
+        with pytest.raises(BlockingIOError):
+            first.get_request()
+        time.sleep(_YIELD_FOR)
+        accepted, _ = first.get_request()
+        accepted.close()
+        assert loads[0] == 3
+    finally:
+        for client in clients:
+            client.close()
+        second.server_close()
+        first.server_close()

@@ -76,7 +76,9 @@ def _init_worker(settings: Settings) -> None:
     """Workers only stage (blob side); the parent process alone writes the index."""
     global _worker_stager
     from imagebank.context import open_blobs
+    from imagebank.dicom import quiet_pydicom
 
+    quiet_pydicom()
     _worker_stager = Stager(open_blobs(settings), settings.ingest)
 
 

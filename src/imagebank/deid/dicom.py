@@ -28,11 +28,11 @@ from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
-from imagebank.deid import rawvalues
 from imagebank.deid.errors import Quarantined
 from imagebank.deid.identifiers import KnownIdentifiers, raw_vr
 from imagebank.deid.profile import METHOD_CODES, Option, Profile, load_table
 from imagebank.deid.pseudonyms import Pseudonymizer
+from imagebank.dicom import rawvalues
 
 #: VRs holding free text that "clean" scrubs (PS3.15 E.3.5 Clean Descriptors, E.3.9 Clean Structured Content).
 TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC", "PN"})
@@ -227,7 +227,7 @@ class _Run:
         # Elements are looked at by tag first: what the table does not list and no option cleans stays a raw
         # element, never decoded and written back byte for byte (pixel data included) -- the expensive part
         # of pydicom is decoding and re-encoding values, and most of a dataset needs neither. String values
-        # are read and replaced as bytes where that is exact (imagebank.deid.rawvalues).
+        # are read and replaced as bytes where that is exact (imagebank.dicom.rawvalues).
         codec = rawvalues.text_codec(ds, codec)
         elements = ds._dict  # pydicom's tag -> element mapping: raw elements stay raw when read from it
         action_for = self.engine.action_for

@@ -235,8 +235,8 @@ def _category_tags() -> dict[int, str]:
 
 def _walk(ds: Dataset, codec: str | None) -> Iterator[tuple[int, str, list[object]]]:
     """(tag, VR, values) of the elements that can name the patient: read from their raw bytes where that
-    is safe (:mod:`imagebank.deid.rawvalues`), else decoded by pydicom; sequences are looked inside."""
-    from imagebank.deid import rawvalues
+    is safe (:mod:`imagebank.dicom.rawvalues`), else decoded by pydicom; sequences are looked inside."""
+    from imagebank.dicom import rawvalues
 
     wanted = _category_tags()
     uid_tags = _instance_uid_tags()

@@ -40,6 +40,7 @@ from imagebank.deid.errors import Quarantined
 from imagebank.deid.identifiers import KnownIdentifiers
 from imagebank.deid.profile import Option, Profile
 from imagebank.deid.verify import LeakScanner
+from imagebank.dicom import quiet_pydicom
 from imagebank.dicom.part10 import part10_chunks
 
 #: Sources handed to a worker at once: enough to amortize inter-process overhead, small enough to balance.
@@ -273,17 +274,6 @@ def _safe(uid: object) -> str:
 
 
 _WORKER: Worker | None = None
-
-
-def quiet_pydicom() -> None:
-    """pydicom's warnings and decoder errors quote element values ("Invalid value for VR PN: 'DOE^JOHN'")
-    and tracebacks: never in the logs of a job that reads identified data (the outcome is in the report)."""
-    import logging
-    import warnings
-
-    logging.getLogger("pydicom").setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore", module=r"pydicom\..*")
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"pydicom")
 
 
 def _init_worker(config: WorkerConfig) -> None:

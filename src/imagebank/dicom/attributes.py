@@ -6,12 +6,17 @@ index column; :mod:`imagebank.storage.schema` defines the columns with the same 
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydicom import Dataset
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag
 
+from imagebank.dicom import rawvalues
 from imagebank.dicom.names import fold_person_name
 
 # PS3.4 C.6.1.1.2 (patient level) / PS3.18 Table 10.6.1-5.
@@ -84,7 +89,50 @@ INSTANCE_COLUMNS: dict[str, str] = {
 _INTEGER_COLUMNS = {"series_number", "instance_number", "rows", "columns", "bits_allocated", "number_of_frames"}
 
 
-def _value(ds: Dataset, keyword: str, column: str) -> Any:
+#: Read index values straight from raw elements where that gives what pydicom gives (tests switch it off
+#: to compare): ingest reads ~50 values per instance, and pydicom's conversion of each was a large part of it.
+READ_RAW = True
+_BINARY_INTEGERS = {"US": "<H", "SS": "<h", "UL": "<L", "SL": "<l"}
+_SLOW = object()
+
+
+def _raw_value(ds: Dataset, keyword: str, column: str, codec: str | None) -> Any:
+    """``_value`` read from the raw bytes, or ``_SLOW`` when only pydicom can say."""
+    tag = BaseTag(tag_for_keyword(keyword) or 0)
+    elem = ds._dict.get(tag)
+    if elem is None:
+        return None
+    if not isinstance(elem, RawDataElement) or ds.original_encoding[1] is not True:
+        return _SLOW
+    vr = elem.VR
+    if vr is None:
+        vr = dictionary_VR(tag)
+    if vr in _BINARY_INTEGERS and column in _INTEGER_COLUMNS:
+        data = elem.value or b""
+        if not data:
+            return None
+        size = struct.calcsize(_BINARY_INTEGERS[vr])
+        return struct.unpack(_BINARY_INTEGERS[vr], data[:size])[0] if len(data) >= size else _SLOW
+    values = rawvalues.read(elem, vr, codec)
+    if values is None:
+        return _SLOW
+    if not values or values == [""]:
+        return None
+    if column in _INTEGER_COLUMNS:
+        try:
+            return int(values[0])
+        except ValueError:
+            return _SLOW  # pydicom also reads e.g. "12.0" as an IS
+    if len(values) > 1:
+        return "\\".join(values)
+    return values[0].strip() or None
+
+
+def _value(ds: Dataset, keyword: str, column: str, codec: str | None = None) -> Any:
+    if READ_RAW and codec is not None:
+        fast = _raw_value(ds, keyword, column, codec)
+        if fast is not _SLOW:
+            return fast
     elem = ds.get(keyword)
     if elem is None or elem == "" or (isinstance(elem, MultiValue) and len(elem) == 0):
         return None
@@ -99,8 +147,8 @@ def _value(ds: Dataset, keyword: str, column: str) -> Any:
     return text or None
 
 
-def _columns(ds: Dataset, table: dict[str, str]) -> dict[str, Any]:
-    return {column: _value(ds, keyword, column) for column, keyword in table.items()}
+def _columns(ds: Dataset, table: dict[str, str], codec: str | None) -> dict[str, Any]:
+    return {column: _value(ds, keyword, column, codec) for column, keyword in table.items()}
 
 
 @dataclass
@@ -116,11 +164,12 @@ class IndexRecord:
 
 def extract_index_record(ds: Dataset) -> IndexRecord:
     """Read the index attributes of ``ds`` (a header parsed without pixel data)."""
-    patient = _columns(ds, PATIENT_COLUMNS)
+    codec = rawvalues.text_codec(ds, "latin-1")
+    patient = _columns(ds, PATIENT_COLUMNS, codec)
     patient["issuer_of_patient_id"] = patient["issuer_of_patient_id"] or ""
     patient["patient_name_search"] = fold_person_name(patient["patient_name"])
 
-    study = _columns(ds, STUDY_COLUMNS)
+    study = _columns(ds, STUDY_COLUMNS, codec)
     study["referring_physician_name_search"] = fold_person_name(study["referring_physician_name"])
     issuer = ds.get("IssuerOfAccessionNumberSequence")
     if issuer:
@@ -128,11 +177,11 @@ def extract_index_record(ds: Dataset) -> IndexRecord:
     else:
         study["issuer_of_accession_number"] = None
 
-    series = _columns(ds, SERIES_COLUMNS)
+    series = _columns(ds, SERIES_COLUMNS, codec)
     request = ds.get("RequestAttributesSequence")
     first = request[0] if request else Dataset()
     series["requested_procedure_id"] = _value(first, "RequestedProcedureID", "requested_procedure_id")
     series["scheduled_procedure_step_id"] = _value(first, "ScheduledProcedureStepID", "scheduled_procedure_step_id")
 
-    instance = _columns(ds, INSTANCE_COLUMNS)
+    instance = _columns(ds, INSTANCE_COLUMNS, codec)
     return IndexRecord(patient=patient, study=study, series=series, instance=instance)

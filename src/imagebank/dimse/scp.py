@@ -14,7 +14,9 @@ import signal
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import pydicom
@@ -33,6 +35,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from imagebank.archive import Archive, Outcome
 from imagebank.config import DicomSettings, Settings
+from imagebank.dicom import quiet_pydicom
 from imagebank.dicom.transcode import TranscodeError, choose_syntax, decompressed
 from imagebank.dimse.status import (
     FIND_CANCELLED,
@@ -360,23 +363,28 @@ class DicomListener:
 
     # ------------------------------------------------------------------ server
 
-    def start(self, *, reuse_port: bool = False) -> None:
-        """Listen (in background threads). ``reuse_port``: share the port with other listener processes."""
+    def start(self, *, share: SharedListener | None = None) -> None:
+        """Listen (in background threads). ``share``: one of several listener processes on one socket."""
         handlers: list[Any] = [(evt.EVT_REQUESTED, self._on_requested), (evt.EVT_C_ECHO, self._on_echo),
-                    (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find),
-                                (evt.EVT_C_GET, self._on_get), (evt.EVT_C_MOVE, self._on_move),
-                                (evt.EVT_SOP_EXTENDED, self._on_sop_extended),
-                                (evt.EVT_RELEASED, self._on_association_end), (evt.EVT_ABORTED, self._on_association_end)]
-        if not reuse_port:
+                               (evt.EVT_C_STORE, self._on_store), (evt.EVT_C_FIND, self._on_find),
+                               (evt.EVT_C_GET, self._on_get), (evt.EVT_C_MOVE, self._on_move),
+                               (evt.EVT_SOP_EXTENDED, self._on_sop_extended),
+                               (evt.EVT_RELEASED, self._on_association_end), (evt.EVT_ABORTED, self._on_association_end)]
+        if share is None:
             self._server = self.ae.start_server(
                 (self.settings.host, self.settings.port), block=False, evt_handlers=handlers,
                 ssl_context=_tls_context(self.settings))
             return
-        # As AE.start_server(block=False) does, with a server class that sets SO_REUSEPORT.
+        # As AE.start_server(block=False) does, with a server that shares its socket and its load.
         self._server = self.ae.make_server((self.settings.host, self.settings.port), evt_handlers=handlers,
-                                           ssl_context=_tls_context(self.settings), server_class=_ReusePortServer)
+                                           ssl_context=_tls_context(self.settings), server_class=_SharedServer,
+                                           share=share)
         self.ae._servers.append(self._server)  # as start_server does: shutdown() removes it from there
         threading.Thread(target=self._server.serve_forever, name="DicomListener", daemon=True).start()
+
+    @property
+    def listening_socket(self) -> socket.socket:
+        return cast(socket.socket, self._server.socket)
 
     @property
     def port(self) -> int:
@@ -388,21 +396,97 @@ class DicomListener:
             self._server = None
 
 
-class _ReusePortServer(ThreadedAssociationServer):
+@dataclass
+class SharedListener:
+    """What the listener processes of one ``imagebank serve`` share: the listening socket (None for the
+    first process, which creates it) and each process's number of open associations (``loads[slot]``)."""
+
+    loads: Any  # multiprocessing.Array("i"), one slot per process
+    slot: int
+    socket: socket.socket | None = None
+
+
+#: The load of a listener process that is still starting: the others do not leave connections to it.
+NOT_LISTENING = 1 << 30
+#: How long a busier process leaves a waiting connection to the others before taking it anyway (a
+#: stuck or dead sibling must never leave a caller unanswered).
+_YIELD_FOR = 0.05
+
+
+class _SharedServer(ThreadedAssociationServer):
+    """One of several listener processes accepting on one shared socket, each taking a waiting connection
+    only while no other process has fewer open associations.
+
+    Why not SO_REUSEPORT: the kernel then hashes each connection to a process, so 4 associations from a
+    PACS often land 3 and 1 (or 4 and 0) on 2 processes, and the busy one's GIL caps the throughput.
+    Sharing the accept queue and letting the least busy process accept spreads them evenly over the cores.
+    """
+
+    def __init__(self, *args: Any, share: SharedListener, **kwargs: Any) -> None:
+        self.share = share
+        self._lock = threading.Lock()
+        self._waiting_since: float | None = None
+        super().__init__(*args, **kwargs)
+        self._set_load()  # listening now: from NOT_LISTENING to 0
+
     def server_bind(self) -> None:
-        cast(socket.socket, self.socket).setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
+        if self.share.socket is None:
+            super().server_bind()
+        else:  # a sibling's socket: already bound and listening
+            cast(socket.socket, self.socket).close()
+            self.socket = self.share.socket
+            self.server_address = self.socket.getsockname()
+        # Accept without waiting: when a sibling takes the connection first, accept() fails at once
+        # (the accepted sockets themselves are blocking, as before).
+        cast(socket.socket, self.socket).settimeout(0.0)
+
+    def server_activate(self) -> None:
+        if self.share.socket is None:
+            super().server_activate()
+
+    def server_close(self) -> None:
+        if self.share.socket is None:
+            super().server_close()
+        else:  # never shutdown() a socket the other processes still listen on
+            cast(socket.socket, self.socket).close()
+
+    def _set_load(self, delta: int = 0) -> None:
+        with self._lock:
+            loads, slot = self.share.loads, self.share.slot
+            loads[slot] = (len(self.active_associations) if delta == 0 else loads[slot] + delta)
+
+    def service_actions(self) -> None:
+        super().service_actions()
+        self._set_load()  # associations that ended since
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        loads, slot = self.share.loads, self.share.slot
+        mine = loads[slot]
+        if any(other < mine for other in loads[:]):
+            now = time.monotonic()
+            if self._waiting_since is None:
+                self._waiting_since = now
+            if now - self._waiting_since < _YIELD_FOR:
+                time.sleep(0.002)
+                raise BlockingIOError("a less busy listener process takes this connection")
+        self._waiting_since = None
+        client, address = cast(socket.socket, self.socket).accept()  # BlockingIOError: a sibling took it
+        self._set_load(+1)
+        if self.ssl_context:
+            client = self.ssl_context.wrap_socket(client, server_side=True)
+        return client, address
 
 
 def listener_processes(settings: DicomSettings) -> int:
     return settings.processes or max(1, min(os.cpu_count() or 1, 4))
 
 
-def run_listener_process(settings: Settings, parent: int) -> None:
+def run_listener_process(settings: Settings, parent: int, share: SharedListener) -> None:
     """Entry point of an extra listener process started by ``imagebank serve`` (spawned, so nothing is
-    inherited but the settings): its own index connections and audit trail, the shared port."""
+    inherited but the settings and the shared socket): its own index connections and audit trail."""
     from imagebank.context import open_archive, open_security
 
+    quiet_pydicom()  # as `imagebank` itself does
     archive = open_archive(settings)
     _, audit = open_security(settings, archive.index.engine)
     listener = DicomListener(settings.dicom, archive, audit)
@@ -411,7 +495,7 @@ def run_listener_process(settings: Settings, parent: int) -> None:
         return  # `serve` is gone already
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    listener.start(reuse_port=True)
+    listener.start(share=share)
     while not stop.wait(1.0):
         if os.getppid() != parent:  # `serve` was killed without a chance to stop us: do not linger on the port
             break

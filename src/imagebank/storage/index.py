@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
@@ -106,6 +106,27 @@ _PATIENT_MISMATCH = _Conflict(
 _HIERARCHY_MISMATCH = _Conflict(
     "hierarchy-mismatch", "SeriesInstanceUID is already filed under a different StudyInstanceUID",
     "StudyInstanceUID")
+
+
+# The statements every ingested instance runs, built once: SQLAlchemy caches their compiled form either way,
+# but building and cache-keying a fresh statement object per call cost more than executing it on SQLite.
+_INSTANCE_BY_UID = select(instances.c.id, instances.c.sha256, instances.c.blob_key).where(
+    instances.c.sop_instance_uid == bindparam("uid"))
+_BLOB_OF_UID = select(instances.c.blob_key, instances.c.sha256).where(instances.c.sop_instance_uid == bindparam("uid"))
+_PATIENT_BY_KEY = select(patients.c.id).where(
+    patients.c.patient_id == bindparam("pid"), patients.c.issuer_of_patient_id == bindparam("issuer"))
+_STUDY_BY_UID = select(studies.c.id, studies.c.patient_pk).where(studies.c.study_instance_uid == bindparam("uid"))
+_SERIES_BY_UID = select(series.c.id, series.c.study_pk).where(series.c.series_instance_uid == bindparam("uid"))
+_LOCK_STUDY = select(studies.c.id).where(studies.c.id == bindparam("pk")).with_for_update()
+_STUDY_SOP_CLASSES = select(studies.c.sop_classes_in_study).where(studies.c.id == bindparam("pk"))
+_INSERT_INSTANCES = insert(instances).returning(instances.c.id, sort_by_parameter_order=True)
+_INSERT_HEADERS = insert(instance_headers)
+_COUNT_SERIES = update(series).where(series.c.id == bindparam("pk")).values(
+    number_of_series_related_instances=series.c.number_of_series_related_instances + bindparam("n"))
+_COUNT_PATIENT = update(patients).where(patients.c.id == bindparam("pk")).values(
+    number_of_patient_related_studies=patients.c.number_of_patient_related_studies + bindparam("n_studies"),
+    number_of_patient_related_series=patients.c.number_of_patient_related_series + bindparam("n_series"),
+    number_of_patient_related_instances=patients.c.number_of_patient_related_instances + bindparam("n_instances"))
 
 
 def _now() -> dt.datetime:
@@ -230,8 +251,7 @@ class MetadataIndex:
     def blob_key_for(self, sop_instance_uid: str) -> tuple[str, str] | None:
         """``(blob_key, sha256)`` of a stored instance, or ``None``."""
         with read_only(self.engine) as conn:
-            row = conn.execute(select(instances.c.blob_key, instances.c.sha256).where(
-                instances.c.sop_instance_uid == sop_instance_uid)).first()
+            row = conn.execute(_BLOB_OF_UID, {"uid": sop_instance_uid}).first()
         return (row.blob_key, row.sha256) if row else None
 
     def blob_keys_for(self, sop_instance_uids: Sequence[str]) -> dict[str, str]:
@@ -356,35 +376,31 @@ class _BatchWriter:
     def _lock_study(self, pk: int) -> None:
         """``SELECT .. FOR UPDATE`` on the study (PostgreSQL); SQLite's BEGIN IMMEDIATE already serialises."""
         if pk not in self.locked:
-            self.conn.execute(select(studies.c.id).where(studies.c.id == pk).with_for_update())
+            self.conn.execute(_LOCK_STUDY, {"pk": pk})
             self.locked.add(pk)
 
     # -- lookups (cached for the batch) --
 
     def _patient_pk(self, key: tuple[str, str]) -> int | None:
         if key not in self.patients:
-            self.patients[key] = self.conn.execute(select(patients.c.id).where(
-                patients.c.patient_id == key[0], patients.c.issuer_of_patient_id == key[1])).scalar()
+            self.patients[key] = self.conn.execute(_PATIENT_BY_KEY, {"pid": key[0], "issuer": key[1]}).scalar()
         return self.patients[key]
 
     def _study(self, uid: str) -> tuple[int, int] | None:
         if uid not in self.studies:
-            row = self.conn.execute(select(studies.c.id, studies.c.patient_pk).where(
-                studies.c.study_instance_uid == uid)).first()
+            row = self.conn.execute(_STUDY_BY_UID, {"uid": uid}).first()
             self.studies[uid] = (row[0], row[1]) if row else None
         return self.studies[uid]
 
     def _series(self, uid: str) -> tuple[int, int] | None:
         if uid not in self.series:
-            row = self.conn.execute(select(series.c.id, series.c.study_pk).where(
-                series.c.series_instance_uid == uid)).first()
+            row = self.conn.execute(_SERIES_BY_UID, {"uid": uid}).first()
             self.series[uid] = (row[0], row[1]) if row else None
         return self.series[uid]
 
     def _existing(self, sop_uid: str) -> tuple[int | None, str, str] | None:
         if sop_uid not in self.known:
-            row = self.conn.execute(select(instances.c.id, instances.c.sha256, instances.c.blob_key).where(
-                instances.c.sop_instance_uid == sop_uid)).first()
+            row = self.conn.execute(_INSTANCE_BY_UID, {"uid": sop_uid}).first()
             if row is None:
                 return None
             self.known[sop_uid] = (row[0], row[1], row[2])
@@ -488,17 +504,14 @@ class _BatchWriter:
 
     def flush(self) -> None:
         if self.pending:
-            ids = self.conn.execute(
-                insert(instances).returning(instances.c.id, sort_by_parameter_order=True),
-                [row for row, _ in self.pending]).scalars().all()
-            self.conn.execute(insert(instance_headers), [
+            ids = self.conn.execute(_INSERT_INSTANCES, [row for row, _ in self.pending]).scalars().all()
+            self.conn.execute(_INSERT_HEADERS, [
                 {"instance_pk": pk, "dicom_json": header} for pk, (_, header) in zip(ids, self.pending, strict=True)])
             for pk, (row, _) in zip(ids, self.pending, strict=True):
                 self.known[row["sop_instance_uid"]] = (pk, row["sha256"], row["blob_key"])
             self.pending = []
-        for pk, n in self.series_delta.items():
-            self.conn.execute(update(series).where(series.c.id == pk).values(
-                number_of_series_related_instances=series.c.number_of_series_related_instances + n))
+        if self.series_delta:
+            self.conn.execute(_COUNT_SERIES, [{"pk": pk, "n": n} for pk, n in self.series_delta.items()])
         for pk, (n_series, n_inst) in self.study_delta.items():
             values: dict[str, Any] = {
                 "number_of_study_related_series": studies.c.number_of_study_related_series + n_series,
@@ -507,16 +520,15 @@ class _BatchWriter:
             }
             if pk in self.new_series_in:
                 values["modalities_in_study"] = self.index._modalities(self.conn, pk)
-            current = self.conn.execute(select(studies.c.sop_classes_in_study).where(studies.c.id == pk)).scalar()
+            current = self.conn.execute(_STUDY_SOP_CLASSES, {"pk": pk}).scalar()
             known = set(current.split("\\")) if current else set()
             if not self.sop_classes[pk] <= known:
                 values["sop_classes_in_study"] = "\\".join(sorted(known | self.sop_classes[pk]))
             self.conn.execute(update(studies).where(studies.c.id == pk).values(**values))
-        for pk, (n_studies, n_series, n_inst) in self.patient_delta.items():
-            self.conn.execute(update(patients).where(patients.c.id == pk).values(
-                number_of_patient_related_studies=patients.c.number_of_patient_related_studies + n_studies,
-                number_of_patient_related_series=patients.c.number_of_patient_related_series + n_series,
-                number_of_patient_related_instances=patients.c.number_of_patient_related_instances + n_inst))
+        if self.patient_delta:
+            self.conn.execute(_COUNT_PATIENT, [
+                {"pk": pk, "n_studies": n_studies, "n_series": n_series, "n_instances": n_inst}
+                for pk, (n_studies, n_series, n_inst) in self.patient_delta.items()])
         for accumulated in (self.series_delta, self.study_delta, self.patient_delta, self.sop_classes):
             accumulated.clear()
         self.new_series_in.clear()
