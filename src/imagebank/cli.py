@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -129,6 +130,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
                        for n in range(1, processes)]
             for helper in helpers:
                 helper.start()
+            # Ready means every listener accepts: until then the first process would take all connections
+            # (an association stays with its process for its whole life).
+            deadline = time.monotonic() + 120
+            while NOT_LISTENING in loads[:] and time.monotonic() < deadline and all(h.is_alive() for h in helpers):
+                time.sleep(0.1)
         tls_note = " (TLS)" if settings.dicom.tls_certfile else ""
         click.echo(f"  DICOM listener {settings.dicom.ae_title} on {settings.dicom.host}:{listener.port}{tls_note}; "
                    f"{len(settings.dicom.peers)} known peer(s); {processes} process(es)")
