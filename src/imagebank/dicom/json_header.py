@@ -42,8 +42,12 @@ _BYTES = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _TEXT = rawvalues.ASCII_VRS | rawvalues.CHARSET_VRS
 
 
+def _bulk_uri_of(tag: int) -> str:
+    return f"{BULKDATA_PREFIX}{tag:08X}"
+
+
 def _bulk_uri(elem: DataElement) -> str:
-    return f"{BULKDATA_PREFIX}{elem.tag:08X}"
+    return _bulk_uri_of(elem.tag)
 
 
 class _Unsupported(Exception):
@@ -54,7 +58,7 @@ def dicom_json_header(ds: Dataset, *, bulk_data_threshold: int = 1024) -> str:
     """Serialize ``ds`` (without File Meta) as DICOM JSON text with bulk data left out."""
     as_dict = dicom_json_dict(ds, bulk_data_threshold=bulk_data_threshold)
     if "00280010" in as_dict and "00280011" in as_dict and PIXEL_DATA_TAG not in as_dict:
-        as_dict[PIXEL_DATA_TAG] = {"vr": "OW", "BulkDataURI": f"{BULKDATA_PREFIX}{PIXEL_DATA_TAG}"}
+        as_dict[PIXEL_DATA_TAG] = {"vr": "OW", "BulkDataURI": _bulk_uri_of(0x7FE00010)}
     return json.dumps(as_dict, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -117,7 +121,7 @@ def _raw_element(tag: int, elem: RawDataElement, codec: str | None, threshold: i
             return {"vr": vr}
         # PS3.18 F.2.7: base64 makes the value a third longer; above the threshold it becomes a URI.
         if len(data) > (threshold // 4) * 3:
-            return {"vr": vr, "BulkDataURI": f"{BULKDATA_PREFIX}{tag:08X}"}
+            return {"vr": vr, "BulkDataURI": _bulk_uri_of(tag)}
         return {"vr": vr, "InlineBinary": base64.b64encode(bytes(data)).decode("ascii")}
     raise _Unsupported
 
