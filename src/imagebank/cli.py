@@ -79,6 +79,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     import uvicorn
 
     from imagebank.context import open_archive, open_security
+    from imagebank.runtime import freeze_startup_heap
     from imagebank.security.roles import Role
     from imagebank.web.app import create_app, is_loopback
 
@@ -138,6 +139,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         tls_note = " (TLS)" if settings.dicom.tls_certfile else ""
         click.echo(f"  DICOM listener {settings.dicom.ae_title} on {settings.dicom.host}:{listener.port}{tls_note}; "
                    f"{len(settings.dicom.peers)} known peer(s); {processes} process(es)")
+    freeze_startup_heap()
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning",
                     ssl_certfile=sec.tls_certfile or None, ssl_keyfile=sec.tls_keyfile or None,

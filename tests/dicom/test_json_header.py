@@ -134,3 +134,25 @@ def test_edge_values(syntax: str, charset: str, monkeypatch: pytest.MonkeyPatch)
     # as a decimal, an empty value among numbers.
     assert not {"00081030", "00200013", "00281050"} & set(header)
     assert header["00420011"] == {"vr": "OB", "BulkDataURI": "bulkdata/00420011"}
+
+
+def test_cached_header_fragments_and_index_values_equal_fresh_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The text header and the index record come partly from caches keyed by raw bytes: the second
+    instance of a series (warm caches) gets exactly what converting it afresh gives."""
+    from imagebank.dicom import json_header
+
+    sources = [*TEST_FILES]
+    for path in sources:
+        json_header._FRAGMENTS.clear()
+        attributes._VALUES.clear()
+        cold_header = json_header.dicom_json_header(_read(path))
+        cold_record = attributes.extract_index_record(_read(path))
+        warm_header = json_header.dicom_json_header(_read(path))
+        warm_record = attributes.extract_index_record(_read(path))
+        assert warm_header == cold_header
+        assert warm_record == cold_record == _pydicom_record(_read(path), monkeypatch)
+        expected = dicom_json_dict(_read(path))
+        if "00280010" in expected and "00280011" in expected and "7FE00010" not in expected:
+            expected["7FE00010"] = {"vr": "OW", "BulkDataURI": "bulkdata/7FE00010"}
+        assert json.loads(warm_header) == expected
+        assert warm_header == json.dumps(expected, separators=(",", ":"), ensure_ascii=False)

@@ -208,3 +208,20 @@ def test_a_data_set_read_as_implicit_is_written_explicit():
     source, _ = _both(path)
     assert written == source
     assert not written.is_implicit_VR and written.file_meta.TransferSyntaxUID == source.file_meta.TransferSyntaxUID
+
+
+@pytest.mark.parametrize("instance_uid", ["1.2.3.4", "1.2.3.45", "2.25.123456789012345678901234567890123456789"])
+def test_file_meta_prefix_is_what_pydicom_writes_for_a_received_data_set(instance_uid: str) -> None:
+    from pydicom.filewriter import write_file_meta_info
+    from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
+    from pynetdicom.dsutils import create_file_meta
+
+    from imagebank.dicom.part10 import file_meta_prefix
+
+    for syntax in ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.50"):
+        expected = io.BytesIO()
+        expected.write(b"\x00" * 128 + b"DICM")
+        write_file_meta_info(expected, create_file_meta(
+            sop_class_uid="1.2.840.10008.5.1.4.1.1.2", sop_instance_uid=instance_uid, transfer_syntax=syntax))
+        assert file_meta_prefix("1.2.840.10008.5.1.4.1.1.2", instance_uid, syntax, PYNETDICOM_IMPLEMENTATION_UID,
+                                PYNETDICOM_IMPLEMENTATION_VERSION) == expected.getvalue()

@@ -195,14 +195,9 @@ class Archive:
             return IngestResult.rejected(RejectedInstance(
                 "study-mismatch", f"StudyInstanceUID is not {study_instance_uid}, the study in the request URL",
                 "StudyInstanceUID"), prepared.sop_instance_uid, prepared.record.instance["sop_class_uid"])
-        # Cheap pre-check so re-sent identical instances and refused conflicts write no blob at all.
-        known = self.index.blob_key_for(prepared.sop_instance_uid)
-        if known is not None:
-            if known[1] == prepared.sha256:
-                return self._result(prepared, CommitOutcome(Outcome.DUPLICATE))
-            if self.settings.duplicate_policy == "reject":
-                # Go through commit anyway so the conflict is recorded in the ingest log.
-                return self.commit_staged([stage(prepared)], origin=origin, wrote_blobs=False)[0]
+        # No index lookup here: the commit decides duplicates and conflicts (and logs conflicts) under the
+        # write lock anyway, and a re-sent identical instance writes nothing (its content-addressed blob
+        # exists). Only a refused conflict writes a blob for nothing, which the commit deletes again.
         try:
             self.stager.write_blob(prepared, payload)
         except StorageError as exc:
@@ -221,7 +216,7 @@ class Archive:
     # ------------------------------------------------------------------- batches
 
     def commit_staged(self, items: Sequence[StagedInstance], *, origin: str,
-                      journal: Sequence[JournalEntry] = (), wrote_blobs: bool = True) -> list[IngestResult]:
+                      journal: Sequence[JournalEntry] = ()) -> list[IngestResult]:
         """Index instances whose blobs are already stored; then clean up and announce."""
         outcomes = self.index.commit(items, policy=self.settings.duplicate_policy, origin=origin,
                                      journal=journal)
@@ -229,8 +224,7 @@ class Archive:
         for item, outcome in zip(items, outcomes, strict=True):
             if outcome.superseded_blob_key and not self.index.is_blob_referenced(outcome.superseded_blob_key):
                 self.blobs.delete(outcome.superseded_blob_key)
-            if (outcome.outcome is Outcome.REJECTED and wrote_blobs
-                    and not self.index.is_blob_referenced(item.blob_key)):
+            if outcome.outcome is Outcome.REJECTED and not self.index.is_blob_referenced(item.blob_key):
                 self.blobs.delete(item.blob_key)  # written for nothing: the index refused it
             result = self._result(item, outcome)
             if outcome.outcome in (Outcome.STORED, Outcome.REPLACED):

@@ -96,14 +96,39 @@ _BINARY_INTEGERS = {"US": "<H", "SS": "<h", "UL": "<L", "SL": "<l"}
 _SLOW = object()
 
 
+#: ``keyword -> tag`` of every attribute read here, looked up once.
+_TAGS: dict[str, BaseTag] = {}
+#: ``(tag, VR in the file, integer column, codec, raw bytes) -> value``: the instances of a series repeat most
+#: index values (patient, study, series), so those are converted once. Bounded; cleared when full.
+_VALUES: dict[tuple[Any, ...], Any] = {}
+_VALUES_LIMIT = 20_000
+
+
 def _raw_value(ds: Dataset, keyword: str, column: str, codec: str | None) -> Any:
     """``_value`` read from the raw bytes, or ``_SLOW`` when only pydicom can say."""
-    tag = BaseTag(tag_for_keyword(keyword) or 0)
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        tag = _TAGS[keyword] = BaseTag(tag_for_keyword(keyword) or 0)
     elem = ds._dict.get(tag)
     if elem is None:
         return None
     if not isinstance(elem, RawDataElement) or ds.original_encoding[1] is not True:
         return _SLOW
+    data = elem.value
+    if not isinstance(data, bytes) or len(data) > 256:
+        return _convert_raw(tag, elem, column, codec)
+    key = (tag, elem.VR, column in _INTEGER_COLUMNS, codec, data)
+    found = _VALUES.get(key, _SLOW)
+    if found is _SLOW:
+        found = _convert_raw(tag, elem, column, codec)
+        if found is not _SLOW:
+            if len(_VALUES) >= _VALUES_LIMIT:
+                _VALUES.clear()
+            _VALUES[key] = found
+    return found
+
+
+def _convert_raw(tag: BaseTag, elem: RawDataElement, column: str, codec: str | None) -> Any:
     vr = elem.VR
     if vr is None:
         vr = dictionary_VR(tag)

@@ -55,11 +55,60 @@ class _Unsupported(Exception):
 
 
 def dicom_json_header(ds: Dataset, *, bulk_data_threshold: int = 1024) -> str:
-    """Serialize ``ds`` (without File Meta) as DICOM JSON text with bulk data left out."""
-    as_dict = dicom_json_dict(ds, bulk_data_threshold=bulk_data_threshold)
-    if "00280010" in as_dict and "00280011" in as_dict and PIXEL_DATA_TAG not in as_dict:
-        as_dict[PIXEL_DATA_TAG] = {"vr": "OW", "BulkDataURI": _bulk_uri_of(0x7FE00010)}
-    return json.dumps(as_dict, separators=(",", ":"), ensure_ascii=False)
+    """Serialize ``ds`` (without File Meta) as DICOM JSON text with bulk data left out.
+
+    The same text as ``json.dumps`` of :func:`dicom_json_dict` (plus the Pixel Data BulkDataURI), built
+    from one JSON fragment per top-level element. The fragment of a short raw element is a pure function of
+    its tag, VR, bytes and character set, and the instances of a series repeat most of them (patient, study,
+    series, equipment, geometry): those come from :data:`_FRAGMENTS` instead of being decoded, validated and
+    encoded again for every instance.
+    """
+    with config.strict_reading():
+        codec = rawvalues.text_codec(ds, "latin-1")
+        raw_ok = ds.original_encoding[1] is True
+        fragments: list[str] = []
+        present: set[int] = set()
+        for tag, elem in ds._dict.items():
+            fragment = None
+            if raw_ok and isinstance(elem, RawDataElement) and isinstance(elem.value, bytes) \
+                    and len(elem.value) <= _FRAGMENT_VALUE_LIMIT:
+                # Only what the raw path converts is a function of the key alone (pydicom's conversion may
+                # depend on other elements, e.g. an ambiguous VR on Pixel Representation).
+                key = (tag, elem.VR, codec, bulk_data_threshold, elem.value)
+                fragment = _FRAGMENTS.get(key)
+                if fragment is None:
+                    try:
+                        fragment = _fragment(tag, _raw_element(tag, elem, codec, bulk_data_threshold))
+                    except _Unsupported:
+                        pass
+                    else:
+                        if len(_FRAGMENTS) >= _FRAGMENT_CACHE_SIZE:
+                            _FRAGMENTS.clear()  # bounded: the next series refills it at once
+                        _FRAGMENTS[key] = fragment
+            if fragment is None:
+                try:
+                    fragment = _fragment(tag, _element(ds, tag, elem, codec, raw_ok, bulk_data_threshold))
+                except Exception:  # noqa: BLE001,S112 - as suppress_invalid_tags (see dicom_json_dict)
+                    continue
+            fragments.append(fragment)
+            present.add(tag)
+    if 0x00280010 in present and 0x00280011 in present and 0x7FE00010 not in present:
+        fragments.append(_PIXEL_DATA_FRAGMENT)
+    return "{" + ",".join(fragments) + "}"
+
+
+def _fragment(tag: int, element: dict[str, Any]) -> str:
+    return f'"{tag:08X}":{json.dumps(element, separators=(",", ":"), ensure_ascii=False)}'
+
+
+#: Raw values up to this many bytes have their JSON fragment cached (UIDs, names, codes, numbers).
+_FRAGMENT_VALUE_LIMIT = 256
+_FRAGMENT_CACHE_SIZE = 20_000
+#: ``(tag, VR, codec, bulk data threshold, raw bytes) -> '"GGGGEEEE":{...}'``; shared by the threads of a
+#: process (dict reads and writes are atomic), cleared when full.
+_FRAGMENTS: dict[tuple[Any, ...], str] = {}
+_PIXEL_DATA_FRAGMENT = f'"{PIXEL_DATA_TAG}":' + json.dumps({"vr": "OW", "BulkDataURI": _bulk_uri_of(0x7FE00010)},
+                                                          separators=(",", ":"))
 
 
 def dicom_json_dict(ds: Dataset, *, bulk_data_threshold: int = 1024) -> dict[str, Any]:

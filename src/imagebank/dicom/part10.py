@@ -313,3 +313,32 @@ def _sequence(elem: DataElement, out: list[bytes | memoryview], *, implicit: boo
 
 
 __all__ = ["part10_bytes", "part10_chunks"]
+
+
+def _short_element(tag: int, vr: bytes, value: bytes, pad: bytes) -> bytes:
+    if len(value) % 2:
+        value += pad
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def file_meta_prefix(sop_class_uid: str, sop_instance_uid: str, transfer_syntax_uid: str,
+                     implementation_class_uid: str, implementation_version_name: str) -> bytes:
+    """Preamble, ``DICM`` and the File Meta Information of a received data set (PS3.10 7.1), encoded as
+    pydicom's ``write_file_meta_info`` encodes pynetdicom's ``create_file_meta`` (tested byte for byte).
+
+    Why not pydicom: this runs once per C-STORE, and pydicom builds and validates a data set to write seven
+    short elements. The values are UIDs and a short name (ASCII); anything else raises ``ValueError``.
+    """
+    values = (sop_class_uid, sop_instance_uid, transfer_syntax_uid, implementation_class_uid,
+              implementation_version_name)
+    if not all(isinstance(v, str) and v.isascii() for v in values):
+        raise ValueError("File Meta Information values must be ASCII")
+    body = b"".join((
+        struct.pack("<HH2sHL", 0x0002, 0x0001, b"OB", 0, 2) + b"\x00\x01",  # File Meta Information Version
+        _short_element(0x00020002, b"UI", sop_class_uid.encode(), b"\x00"),
+        _short_element(0x00020003, b"UI", sop_instance_uid.encode(), b"\x00"),
+        _short_element(0x00020010, b"UI", transfer_syntax_uid.encode(), b"\x00"),
+        _short_element(0x00020012, b"UI", implementation_class_uid.encode(), b"\x00"),
+        _short_element(0x00020013, b"SH", implementation_version_name.encode(), b" "),
+    ))
+    return _PREAMBLE + struct.pack("<HH2sHL", 0x0002, 0x0000, b"UL", 4, len(body)) + body

@@ -90,3 +90,24 @@ def empty(ds: Dataset, tag: int, vr: str) -> bool:
         return False
     ds._dict[BaseTag(tag)] = RawDataElement(BaseTag(tag), None if implicit else vr, 0, b"", 0, bool(implicit), True)
     return True
+
+
+def text_of(ds: Dataset, tag: int, codec: str | None) -> str | None:
+    """The value of element ``tag`` as ``str(ds[tag].value)`` gives it for a single value (multiple values
+    joined with a backslash), read from its raw bytes without converting the element; ``""`` when absent;
+    None when only pydicom can say (``codec`` as :func:`text_codec` returns it)."""
+    elem = ds._dict.get(BaseTag(tag))
+    if elem is None:
+        return ""
+    if ds.original_encoding[1] is not True or not isinstance(elem, RawDataElement):
+        return None
+    vr = elem.VR
+    if vr is None:
+        from pydicom.datadict import dictionary_VR
+
+        try:
+            vr = dictionary_VR(tag)
+        except KeyError:
+            return None
+    values = read(elem, vr, codec)
+    return None if values is None else "\\".join(values)

@@ -117,12 +117,33 @@ _PATIENT_BY_KEY = select(patients.c.id).where(
     patients.c.patient_id == bindparam("pid"), patients.c.issuer_of_patient_id == bindparam("issuer"))
 _STUDY_BY_UID = select(studies.c.id, studies.c.patient_pk).where(studies.c.study_instance_uid == bindparam("uid"))
 _SERIES_BY_UID = select(series.c.id, series.c.study_pk).where(series.c.series_instance_uid == bindparam("uid"))
-_LOCK_STUDY = select(studies.c.id).where(studies.c.id == bindparam("pk")).with_for_update()
-_STUDY_SOP_CLASSES = select(studies.c.sop_classes_in_study).where(studies.c.id == bindparam("pk"))
+_LOCK_STUDY = select(studies.c.sop_classes_in_study).where(studies.c.id == bindparam("pk")).with_for_update()
+#: The common case of one lookup: an instance of a series already filed. Its series, study (locked on
+#: PostgreSQL: FOR UPDATE OF studies) and patient in one statement.
+_FILED_SERIES = (
+    select(series.c.id, series.c.study_pk, studies.c.study_instance_uid, studies.c.patient_pk,
+           studies.c.sop_classes_in_study, patients.c.patient_id, patients.c.issuer_of_patient_id)
+    .join(studies, studies.c.id == series.c.study_pk).join(patients, patients.c.id == studies.c.patient_pk)
+    .where(series.c.series_instance_uid == bindparam("uid")).with_for_update(of=studies))
 _INSERT_INSTANCES = insert(instances).returning(instances.c.id, sort_by_parameter_order=True)
 _INSERT_HEADERS = insert(instance_headers)
 _COUNT_SERIES = update(series).where(series.c.id == bindparam("pk")).values(
     number_of_series_related_instances=series.c.number_of_series_related_instances + bindparam("n"))
+
+def _study_update(modalities: bool, sop_classes: bool) -> Any:
+    values: dict[str, Any] = {
+        "number_of_study_related_series": studies.c.number_of_study_related_series + bindparam("n_series"),
+        "number_of_study_related_instances": studies.c.number_of_study_related_instances + bindparam("n_instances"),
+        "updated_at": bindparam("now"),
+    }
+    if modalities:
+        values["modalities_in_study"] = bindparam("modalities")
+    if sop_classes:
+        values["sop_classes_in_study"] = bindparam("sop_classes")
+    return update(studies).where(studies.c.id == bindparam("pk")).values(**values)
+
+
+_COUNT_STUDY = {(m, c): _study_update(m, c) for m in (False, True) for c in (False, True)}
 _COUNT_PATIENT = update(patients).where(patients.c.id == bindparam("pk")).values(
     number_of_patient_related_studies=patients.c.number_of_patient_related_studies + bindparam("n_studies"),
     number_of_patient_related_series=patients.c.number_of_patient_related_series + bindparam("n_series"),
@@ -371,13 +392,30 @@ class _BatchWriter:
         self.patient_delta: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # studies, series, instances
         self.new_series_in: set[int] = set()
         self.sop_classes: dict[int, set[str]] = defaultdict(set)
-        self.locked: set[int] = set()
+        #: study pk -> its SOP Classes in Study as read under this transaction's lock (None: not read yet)
+        self.known_sop_classes: dict[int, set[str]] = {}
+        self.sqlite = index._dialect == "sqlite"
 
     def _lock_study(self, pk: int) -> None:
-        """``SELECT .. FOR UPDATE`` on the study (PostgreSQL); SQLite's BEGIN IMMEDIATE already serialises."""
-        if pk not in self.locked:
-            self.conn.execute(_LOCK_STUDY, {"pk": pk})
-            self.locked.add(pk)
+        """``SELECT .. FOR UPDATE`` on the study (PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises),
+        reading the value that only the lock holder may extend."""
+        if pk not in self.known_sop_classes:
+            current = self.conn.execute(_LOCK_STUDY, {"pk": pk}).scalar()
+            self.known_sop_classes[pk] = set(current.split("\\")) if current else set()
+
+    def _prefetch(self, series_uid: str) -> None:
+        """Look up a filed series with its study and patient in one statement (and lock the study)."""
+        if series_uid in self.series:
+            return
+        row = self.conn.execute(_FILED_SERIES, {"uid": series_uid}).first()
+        if row is None:
+            return  # a new series: the lookups one by one decide where it goes
+        self.series[series_uid] = (row.id, row.study_pk)
+        self.studies.setdefault(row.study_instance_uid, (row.study_pk, row.patient_pk))
+        self.patients.setdefault((row.patient_id, row.issuer_of_patient_id), row.patient_pk)
+        if row.study_pk not in self.known_sop_classes:
+            current = row.sop_classes_in_study
+            self.known_sop_classes[row.study_pk] = set(current.split("\\")) if current else set()
 
     # -- lookups (cached for the batch) --
 
@@ -433,6 +471,7 @@ class _BatchWriter:
                     "(duplicate policy: reject)", "SOPInstanceUID")
 
         patient_key = (rec.patient["patient_id"] or "", rec.patient["issuer_of_patient_id"])
+        self._prefetch(rec.series["series_instance_uid"])
         try:
             self._check_hierarchy(rec, patient_key)
         except _Conflict as exc:
@@ -447,6 +486,7 @@ class _BatchWriter:
             self.patients.clear()  # rows may have gone with the removed instance
             self.studies.clear()
             self.series.clear()
+            self.known_sop_classes.clear()
 
         patient_pk = self._patient_pk(patient_key)
         new_study = new_series = False
@@ -462,6 +502,7 @@ class _BatchWriter:
             study = self.studies[study_uid] = (self._create(
                 studies, {"study_instance_uid": 0},
                 {**rec.study, "patient_pk": patient_pk, "created_at": self.now, "updated_at": self.now}), patient_pk)
+            self.known_sop_classes[study[0]] = set()
             new_study = True
         series_uid = rec.series["series_instance_uid"]
         found = self._series(series_uid)
@@ -513,18 +554,15 @@ class _BatchWriter:
         if self.series_delta:
             self.conn.execute(_COUNT_SERIES, [{"pk": pk, "n": n} for pk, n in self.series_delta.items()])
         for pk, (n_series, n_inst) in self.study_delta.items():
-            values: dict[str, Any] = {
-                "number_of_study_related_series": studies.c.number_of_study_related_series + n_series,
-                "number_of_study_related_instances": studies.c.number_of_study_related_instances + n_inst,
-                "updated_at": self.now,
-            }
+            values: dict[str, Any] = {"pk": pk, "n_series": n_series, "n_instances": n_inst, "now": self.now}
             if pk in self.new_series_in:
-                values["modalities_in_study"] = self.index._modalities(self.conn, pk)
-            current = self.conn.execute(_STUDY_SOP_CLASSES, {"pk": pk}).scalar()
-            known = set(current.split("\\")) if current else set()
+                values["modalities"] = self.index._modalities(self.conn, pk)
+            self._lock_study(pk)  # a no-op when already locked (and read) earlier in this transaction
+            known = self.known_sop_classes[pk]
             if not self.sop_classes[pk] <= known:
-                values["sop_classes_in_study"] = "\\".join(sorted(known | self.sop_classes[pk]))
-            self.conn.execute(update(studies).where(studies.c.id == pk).values(**values))
+                known |= self.sop_classes[pk]
+                values["sop_classes"] = "\\".join(sorted(known))
+            self.conn.execute(_COUNT_STUDY["modalities" in values, "sop_classes" in values], values)
         if self.patient_delta:
             self.conn.execute(_COUNT_PATIENT, [
                 {"pk": pk, "n_studies": n_studies, "n_series": n_series, "n_instances": n_inst}
