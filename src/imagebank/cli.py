@@ -76,12 +76,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Serve the web pages and HTTP API of the archive (sign-in required)."""
     import secrets
 
-    import uvicorn
-
     from imagebank.context import open_archive, open_security
     from imagebank.runtime import freeze_startup_heap
     from imagebank.security.roles import Role
     from imagebank.web.app import create_app, is_loopback
+    from imagebank.web.server import http_processes, listen, run_http_process, serve_http
 
     settings = _settings(ctx)
     host = host or settings.server.host
@@ -91,6 +90,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         raise ImagebankError(
             f"refusing to serve plain HTTP on {host}: identified health data needs TLS beyond loopback. "
             "Set security.tls_certfile and security.tls_keyfile, or security.behind_tls_proxy = true.")
+    try:
+        http_socket = listen(host, port)
+    except OSError as exc:
+        raise ImagebankError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc} "
+                             "(set server.port or use --port)") from None
     archive = open_archive(settings)
     accounts, audit = open_security(settings, archive.index.engine)
     app = create_app(settings, archive, accounts, audit)
@@ -103,10 +107,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         click.echo("  first start: created user 'admin' with password  " + password)
         click.echo("  (shown once; change it with: imagebank users passwd admin)")
     click.echo(f"  open {scheme}://{host}:{port}/")
+    import multiprocessing
+
+    spawn = multiprocessing.get_context("spawn")
     listener, helpers = None, []
     if settings.dicom.enabled:
-        import multiprocessing
-
         from imagebank.dimse.scp import (
             NOT_LISTENING,
             DicomListener,
@@ -116,7 +121,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         )
 
         processes = listener_processes(settings.dicom)
-        spawn = multiprocessing.get_context("spawn")
         loads = spawn.Array("i", [0] + [NOT_LISTENING] * (processes - 1), lock=False)  # associations per process
         listener = DicomListener(settings.dicom, archive, audit)
         try:
@@ -139,17 +143,21 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         tls_note = " (TLS)" if settings.dicom.tls_certfile else ""
         click.echo(f"  DICOM listener {settings.dicom.ae_title} on {settings.dicom.host}:{listener.port}{tls_note}; "
                    f"{len(settings.dicom.peers)} known peer(s); {processes} process(es)")
+    http_helpers = [spawn.Process(target=run_http_process, name=f"http-{n}", daemon=True,
+                                  args=(settings, os.getpid(), http_socket, logging.getLogger().level))
+                    for n in range(1, http_processes(settings))]
+    for helper in http_helpers:
+        helper.start()
+    click.echo(f"  HTTP: {len(http_helpers) + 1} process(es)")
     freeze_startup_heap()
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning",
-                    ssl_certfile=sec.tls_certfile or None, ssl_keyfile=sec.tls_keyfile or None,
-                    proxy_headers=bool(sec.trusted_proxies), forwarded_allow_ips=",".join(sec.trusted_proxies) or None)
+        serve_http(app, settings, http_socket)
     finally:
         if listener is not None:
             listener.stop()
-        for helper in helpers:
+        for helper in [*helpers, *http_helpers]:
             helper.terminate()
-        for helper in helpers:
+        for helper in [*helpers, *http_helpers]:
             helper.join(10)
 
 

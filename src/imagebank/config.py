@@ -51,6 +51,8 @@ class StorageSettings(_Section):
     s3_secret_access_key: str = ""
     #: fsync every blob and its directory before the index commit refers to it.
     fsync: bool = True
+    #: With fsync: write blobs with O_DIRECT (Linux), past the page cache (see storage.blobs.filesystem).
+    direct_io: bool = True
 
 
 class IngestSettings(_Section):
@@ -67,6 +69,8 @@ class IngestSettings(_Section):
 class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8042, ge=1, le=65535)
+    #: HTTP server processes sharing the port (each uses one core); 0 means one per CPU, at most 8.
+    processes: int = Field(default=0, ge=0, le=64)
 
 
 class SecuritySettings(_Section):

@@ -38,7 +38,8 @@ def open_engine(settings: Settings, *, upgrade: bool | None = None) -> Engine:
 def open_blobs(settings: Settings) -> BlobStore:
     s = settings.storage
     return open_blob_store(
-        settings.blob_url, fsync=s.fsync, s3_endpoint_url=s.s3_endpoint_url, s3_region=s.s3_region,
+        settings.blob_url, fsync=s.fsync, direct_io=s.direct_io, s3_endpoint_url=s.s3_endpoint_url,
+        s3_region=s.s3_region,
         s3_access_key_id=s.s3_access_key_id, s3_secret_access_key=s.s3_secret_access_key)
 
 

@@ -95,3 +95,57 @@ def test_factory_picks_adapter_by_url(tmp_path: Path, s3_endpoint: str) -> None:
     assert isinstance(s3, S3BlobStore) and s3.url == "s3://factory-bucket/pre/"
     with pytest.raises(ConfigError, match="unsupported scheme"):
         open_blob_store("ftp://host/x")
+
+
+class _ShortReads(io.RawIOBase):
+    """A stream that hands out at most 1000 bytes per read (a pipe, a socket)."""
+
+    def __init__(self, payload: bytes) -> None:
+        self._data = io.BytesIO(payload)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: bytearray) -> int:  # type: ignore[override]
+        chunk = self._data.read(min(len(b), 1000))
+        b[: len(chunk)] = chunk
+        return len(chunk)
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, 4096, 4097, 525_862, 8 * 1024 * 1024, 8 * 1024 * 1024 + 3])
+def test_direct_io_writes_exactly_the_bytes_of_any_length(tmp_path: Path, size: int) -> None:
+    store = FilesystemBlobStore(tmp_path, direct_io=True)
+    assert store.direct_io, "this filesystem takes O_DIRECT (ext4 under CI)"
+    payload = os.urandom(size)
+    store.put("aa/bb/bytes", payload)
+    store.put("aa/bb/stream", io.BytesIO(payload))
+    store.put("aa/bb/short-reads", _ShortReads(payload))  # type: ignore[arg-type]
+    for key in ("bytes", "stream", "short-reads"):
+        assert store.get(f"aa/bb/{key}") == payload, key
+    assert store.direct_io  # nothing fell back
+    assert not [p for p in (tmp_path / "aa" / "bb").iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_direct_io_falls_back_where_the_filesystem_refuses_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from imagebank.storage.blobs import filesystem
+
+    real_open = os.open
+
+    def no_direct(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if flags & filesystem._O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")  # what tmpfs answers
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(filesystem.os, "open", no_direct)
+    store = FilesystemBlobStore(tmp_path, direct_io=True)
+    store.put("aa/bb/k", io.BytesIO(b"x" * 10_000))
+    store.put("aa/bb/j", b"y" * 10)
+    assert not store.direct_io
+    assert store.get("aa/bb/k") == b"x" * 10_000 and store.get("aa/bb/j") == b"y" * 10
+
+
+def test_direct_io_only_with_fsync(tmp_path: Path) -> None:
+    # Without fsync the page cache is the fast path (nothing waits for the disk).
+    assert not FilesystemBlobStore(tmp_path, fsync=False, direct_io=True).direct_io

@@ -122,3 +122,52 @@ def test_first_start_creates_an_admin_whose_printed_password_works(tmp_path: Pat
 
 def _audit(data: Path) -> list[str]:
     return run("audit", "query", data=data).stdout.splitlines()
+
+
+def test_http_processes_share_the_port_and_go_with_the_server(tmp_path: Path) -> None:
+    """``server.processes``: every process answers on the one port, signed-in sessions work in all of them
+    (they live in the index), and a killed ``serve`` takes its processes with it (the port is free again)."""
+    import signal
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psutil
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
+    env.update(IMAGEBANK_DICOM__ENABLED="false", IMAGEBANK_SERVER__PROCESSES="3")
+    proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(tmp_path / "d"), "serve",
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(5)]  # type: ignore[union-attr]
+        password = next(line for line in lines if "created user 'admin'" in line).split("password", 1)[1].strip()
+        assert any("HTTP: 3 process(es)" in line for line in lines), lines
+        base = f"http://127.0.0.1:{port}"
+        wait_until_serving(f"{base}/healthz", proc)
+        workers = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        assert len(workers) == 2
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not all(  # each process listens once its app is built
+                any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in w.net_connections())
+                for w in workers):
+            time.sleep(0.2)
+        with httpx.Client(base_url=base) as client:
+            assert client.post("/api/login", json={"username": "admin", "password": password}).status_code == 200
+            cookies = client.cookies
+
+        def me(_: int) -> int:
+            with httpx.Client(base_url=base, cookies=cookies) as fresh:  # a new connection each time
+                return fresh.get("/api/me").status_code
+
+        with ThreadPoolExecutor(8) as pool:
+            assert set(pool.map(me, range(60))) == {200}
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        for worker in workers:
+            worker.wait(15)  # each notices its parent is gone
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{base}/healthz", timeout=2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

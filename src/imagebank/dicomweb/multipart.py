@@ -59,7 +59,8 @@ class PartSink:
     def __init__(self, spool_dir: str | None) -> None:
         self.headers: dict[str, str] = {}
         self.size = 0
-        self._buffer = bytearray()
+        #: The body so far: views into the chunks it arrived in, copied once when it is complete.
+        self._pieces: list[bytes | memoryview] = []
         self._file: tempfile._TemporaryFileWrapper[bytes] | None = None
         self._spool_dir = spool_dir
 
@@ -67,27 +68,29 @@ class PartSink:
     def content_type(self) -> MediaType:
         return MediaType.parse(self.headers.get("content-type", "application/dicom"))
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.size += len(data)
-        if self._file is None and len(self._buffer) + len(data) <= IN_MEMORY_PART_BYTES:
-            self._buffer += data
+        if self._file is None and self.size <= IN_MEMORY_PART_BYTES:
+            self._pieces.append(data)
             return
         if self._file is None:
             self._file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by discard()
                 prefix="stow-", dir=self._spool_dir, delete=False)
-            self._file.write(self._buffer)
-            self._buffer = bytearray()
+            self._file.writelines(self._pieces)
+            self._pieces = []
         self._file.write(data)
 
     def payload(self) -> bytes | Path:
         """The body: bytes, or the path of the spooled file (valid until :meth:`discard`)."""
         if self._file is None:
-            return bytes(self._buffer)
+            if len(self._pieces) != 1 or not isinstance(self._pieces[0], bytes):
+                self._pieces = [b"".join(self._pieces)]
+            return self._pieces[0]  # type: ignore[return-value]
         self._file.flush()
         return Path(self._file.name)
 
     def discard(self) -> None:
-        self._buffer = bytearray()
+        self._pieces = []
         if self._file is not None:
             self._file.close()
             Path(self._file.name).unlink(missing_ok=True)
@@ -124,7 +127,8 @@ class MultipartReader:
         return self._current
 
     def _data(self, data: bytes, start: int, end: int) -> None:
-        self._part().write(data[start:end])
+        # A view, not a slice: the part is copied once, when it is complete (PartSink.payload).
+        self._part().write(memoryview(data)[start:end])
 
     def _end(self) -> None:
         self._done.append(self._part())
@@ -146,6 +150,8 @@ class MultipartReader:
         self.finished = True
 
     def feed(self, chunk: bytes) -> list[PartSink]:
+        if not isinstance(chunk, bytes):
+            chunk = bytes(chunk)  # parts keep views into the chunks: those must not change afterwards
         try:
             self._parser.write(chunk)
         except MultipartParseError as exc:

@@ -8,6 +8,7 @@ import gzip
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
@@ -90,6 +91,8 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
     write = Depends(Requirement(Permission.ARCHIVE_WRITE, audit=("110104", "C")))
     engine = archive.index.engine
     options = settings.dicomweb
+    # Staging STOW-RS parts (parse, hash, write, fsync) for all requests of this process.
+    stow_threads = ThreadPoolExecutor(max_workers=2 * options.stow_parallelism, thread_name_prefix="stow")
 
     # ----------------------------------------------------------------------------- QIDO-RS
 
@@ -144,7 +147,8 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
                                      f"{options.max_request_mb} MiB this server accepts (dicomweb.max_request_mb)")
         try:
             stow = StowRequest(archive, request.headers.get("content-type", ""), study, max_bytes=max_bytes,
-                               parallelism=options.stow_parallelism, spool_dir=spool_dir_for(settings.data_dir))
+                               parallelism=options.stow_parallelism, spool_dir=spool_dir_for(settings.data_dir),
+                               executor=stow_threads)
             await stow.consume(request.stream())
         except RequestRejected as exc:
             raise HTTPException(exc.status, exc.message) from None

@@ -10,10 +10,12 @@ indexes nothing, and a well-formed request gets a verdict per instance (PS3.18 1
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import pydicom
 from starlette.concurrency import run_in_threadpool
@@ -23,6 +25,8 @@ from imagebank.archive.status import CANNOT_UNDERSTAND, store_status
 from imagebank.dicomweb.dicom_json import element
 from imagebank.dicomweb.multipart import MultipartError, MultipartReader, PartSink, boundary_of
 from imagebank.storage.index import StagedInstance
+
+T = TypeVar("T")
 
 
 class RequestRejected(Exception):
@@ -90,7 +94,7 @@ class StowRequest:
     """One STOW-RS request: feed it the body stream, then :meth:`finish`."""
 
     def __init__(self, archive: Archive, content_type: str, study_uid: str | None, *, max_bytes: int,
-                 parallelism: int, spool_dir: str) -> None:
+                 parallelism: int, spool_dir: str, executor: Executor | None = None) -> None:
         try:
             media, boundary = boundary_of(content_type)
         except MultipartError as exc:
@@ -102,8 +106,16 @@ class StowRequest:
         self.archive, self.study_uid, self.max_bytes = archive, study_uid, max_bytes
         self.reader = MultipartReader(boundary, spool_dir=spool_dir)
         self._slots = asyncio.Semaphore(parallelism)
+        self._executor = executor
         self._tasks: list[asyncio.Task[StagedInstance | IngestResult]] = []
         self.received = 0
+
+    async def _run(self, call: Callable[[], T]) -> T:
+        """``call()`` on a worker thread: the given executor (a plain thread pool costs less per call than
+        AnyIO's), else Starlette's thread pool."""
+        if self._executor is None:
+            return await run_in_threadpool(call)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def _stage(self, part: PartSink) -> StagedInstance | IngestResult:
         async with self._slots:
@@ -113,10 +125,10 @@ class StowRequest:
                     return IngestResult(Outcome.REJECTED, reason="unsupported-media-type",
                                         message=f"part of type {media} is not application/dicom")
                 payload = part.payload()
-                result = await run_in_threadpool(self.archive.stage, payload, origin="stow",
-                                                 study_instance_uid=self.study_uid)
+                result = await self._run(functools.partial(self.archive.stage, payload, origin="stow",
+                                                           study_instance_uid=self.study_uid))
                 if isinstance(result, IngestResult) and result.sop_instance_uid is None:
-                    sop_class, sop_instance = await run_in_threadpool(_uids_of_unreadable, payload)
+                    sop_class, sop_instance = await self._run(functools.partial(_uids_of_unreadable, payload))
                     result = replace(result, sop_class_uid=sop_class, sop_instance_uid=sop_instance)
                 return result
             finally:
@@ -148,7 +160,7 @@ class StowRequest:
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         staged = [r for r in results if isinstance(r, StagedInstance)]
         if staged:
-            await run_in_threadpool(self.archive.discard_staged, staged)
+            await self._run(functools.partial(self.archive.discard_staged, staged))
 
     async def finish(self) -> StowOutcome:
         """Index everything staged in one transaction; the verdict for each instance."""
@@ -158,7 +170,8 @@ class StowRequest:
             await self.abandon()
             raise
         staged = [r for r in results if isinstance(r, StagedInstance)]
-        committed = iter(await run_in_threadpool(self.archive.commit_staged, staged, origin="stow") if staged else [])
+        committed = iter(await self._run(functools.partial(self.archive.commit_staged, staged, origin="stow"))
+                         if staged else [])
         outcome = StowOutcome()
         for result in results:
             final = next(committed) if isinstance(result, StagedInstance) else result

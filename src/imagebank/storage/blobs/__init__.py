@@ -17,7 +17,8 @@ __all__ = ["BlobStore", "FilesystemBlobStore", "blob_key_for_digest", "open_blob
 def _open_file(url: str, **options: object) -> BlobStore:
     from urllib.request import url2pathname
 
-    return FilesystemBlobStore(url2pathname(urlparse(url).path), fsync=bool(options.get("fsync", True)))
+    return FilesystemBlobStore(url2pathname(urlparse(url).path), fsync=bool(options.get("fsync", True)),
+                               direct_io=bool(options.get("direct_io", True)))
 
 
 def _open_s3(url: str, **options: object) -> BlobStore:
