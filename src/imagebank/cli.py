@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -149,16 +150,35 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     for helper in http_helpers:
         helper.start()
     click.echo(f"  HTTP: {len(http_helpers) + 1} process(es)")
+    sys.stdout.flush()
     freeze_startup_heap()
+    # uvicorn answers SIGTERM by shutting down, then raises it again under the previous handler: make that
+    # an exit through the cleanup below instead of the default instant death (which left the DICOM and
+    # HTTP processes on their ports).
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         serve_http(app, settings, http_socket)
     finally:
         if listener is not None:
             listener.stop()
-        for helper in [*helpers, *http_helpers]:
-            helper.terminate()
-        for helper in [*helpers, *http_helpers]:
-            helper.join(10)
+        stop_processes([*helpers, *http_helpers])
+
+
+def _exit_on_sigterm(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def stop_processes(processes: list[Any], timeout: float = 10) -> None:
+    """Terminate helper processes and wait for them; kill any still there after ``timeout`` seconds."""
+    for process in processes:
+        process.terminate()
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(0.1, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join(5)
 
 
 @main.command()

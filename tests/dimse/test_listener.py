@@ -491,7 +491,9 @@ def test_listener_processes_share_connections_by_load() -> None:
         time.sleep(_YIELD_FOR)
         accepted, _ = first.get_request()
         accepted.close()
-        assert loads[0] == 3
+        # the load is counted, not incremented: this process's one accepted connection (its association
+        # thread not started yet still counts), whatever was written there before
+        assert loads[0] == 1
     finally:
         for client in clients:
             client.close()

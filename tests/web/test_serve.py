@@ -171,3 +171,30 @@ def test_http_processes_share_the_port_and_go_with_the_server(tmp_path: Path) ->
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_sigterm_stops_serve_with_all_its_processes(tmp_path: Path) -> None:
+    """A service manager's SIGTERM: ``serve`` shuts down, and its DICOM and HTTP processes are gone when it
+    exits (uvicorn re-raises SIGTERM after its own shutdown; that must not skip stopping them)."""
+    import signal
+
+    import psutil
+
+    port, dicom_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
+    env.update(IMAGEBANK_DICOM__PORT=str(dicom_port), IMAGEBANK_DICOM__PROCESSES="2", IMAGEBANK_SERVER__PROCESSES="2")
+    proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(tmp_path / "d"), "serve",
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/healthz", proc)
+        children = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        assert len(children) == 2  # one more DICOM listener, one more HTTP process
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+        listening = {c.laddr.port for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+        assert not {port, dicom_port} & listening
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)

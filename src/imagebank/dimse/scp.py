@@ -436,6 +436,8 @@ class _SharedServer(ThreadedAssociationServer):
         self.share = share
         self._lock = threading.Lock()
         self._waiting_since: float | None = None
+        #: Accepted connections whose association thread has not started yet (not active_associations yet).
+        self._starting = 0
         super().__init__(*args, **kwargs)
         self._set_load()  # listening now: from NOT_LISTENING to 0
 
@@ -460,14 +462,20 @@ class _SharedServer(ThreadedAssociationServer):
         else:  # never shutdown() a socket the other processes still listen on
             cast(socket.socket, self.socket).close()
 
-    def _set_load(self, delta: int = 0) -> None:
+    def _set_load(self, starting: int = 0) -> None:
         with self._lock:
-            loads, slot = self.share.loads, self.share.slot
-            loads[slot] = (len(self.active_associations) if delta == 0 else loads[slot] + delta)
+            self._starting += starting
+            self.share.loads[self.share.slot] = len(self.active_associations) + self._starting
 
     def service_actions(self) -> None:
         super().service_actions()
         self._set_load()  # associations that ended since
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # returns once the association runs
+        finally:
+            self._set_load(-1)
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
         loads, slot = self.share.loads, self.share.slot
