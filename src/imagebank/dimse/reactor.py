@@ -40,6 +40,8 @@ from pynetdicom.transport import AssociationSocket, RequestHandler
 
 LOGGER = logging.getLogger("pynetdicom")  # pynetdicom's own log, as the code replaced here logs
 
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
 #: The longest either thread waits without looking at its timers (seconds).
 MAX_WAIT = 0.05
 
@@ -57,7 +59,20 @@ class SignallingQueue(queue.Queue):  # type: ignore[type-arg]
 
 
 class WholePduSocket(AssociationSocket):
-    """Reads what the DUL asks for (a whole PDU) into one buffer instead of 4 KiB at a time."""
+    """Reads what the DUL asks for (a whole PDU) into one buffer instead of 4 KiB at a time, and
+    acknowledges what it read at once.
+
+    Why the quick acknowledgement (Linux ``TCP_QUICKACK``, which the kernel drops again after a while, so it
+    is set after every read): a sender that keeps Nagle's algorithm on holds the short last piece of a data
+    set until the data before it is acknowledged, and a receiver in delayed-ACK mode acknowledges an odd
+    last segment only after 40 ms. Measured with dcmtk's storescu: one C-STORE in ten waited those 40 ms.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        sock = self.socket
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # our responses are whole PDUs
 
     def recv(self, nr_bytes: int) -> bytearray:
         sock = self.socket
@@ -73,6 +88,11 @@ class WholePduSocket(AssociationSocket):
                 del buffer[received:]
                 return buffer
             received += count
+        if _QUICKACK is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            except OSError:
+                pass  # not TCP (a test's socket pair)
         return buffer
 
 
