@@ -246,9 +246,15 @@ def test_qido_malformed_queries_get_400_with_the_reason(dicomweb: Dicomweb, para
     assert response.status_code == 400 and words in response.json()["error"], response.text
 
 
-def test_qido_json_is_gzipped_for_clients_that_take_it(dicomweb: Dicomweb, three_studies: list[Any]) -> None:
-    raw = requests.get(dicomweb.root + "/studies", headers={
-        "Authorization": dicomweb.session.headers["Authorization"], "Accept-Encoding": "gzip"}, stream=True)
+def test_qido_json_is_gzipped_for_clients_that_take_it(dicomweb: Dicomweb, three_studies: list[Any],
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from imagebank.dicomweb import routes
+
+    headers = {"Authorization": dicomweb.session.headers["Authorization"], "Accept-Encoding": "gzip"}
+    small = requests.get(dicomweb.root + "/studies", headers=headers, stream=True)
+    assert len(small.raw.read()) < routes.GZIP_MIN_BYTES and "Content-Encoding" not in small.headers  # as is
+    monkeypatch.setattr(routes, "GZIP_MIN_BYTES", 1024)  # what a study list of a busy archive weighs
+    raw = requests.get(dicomweb.root + "/studies", headers=headers, stream=True)
     assert raw.headers["Content-Encoding"] == "gzip"
     assert raw.headers["Content-Type"].startswith("application/dicom+json")
     assert b"0020000D" in gzip.decompress(raw.raw.read())

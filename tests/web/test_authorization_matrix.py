@@ -99,6 +99,12 @@ def test_security_headers_are_set(live_app: Any) -> None:
     assert response.headers["x-content-type-options"] == "nosniff"
     assert response.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    api = httpx.get(f"{server.url}/api/stats")  # refused, but still with every header
+    assert api.headers["cache-control"] == "no-store" and api.headers["x-frame-options"] == "DENY"
+    assert len(api.headers.get_list("content-security-policy")) == 1
+    viewer = httpx.get(f"{server.url}/viewer/app-config.js")
+    assert viewer.headers["content-security-policy"] != response.headers["content-security-policy"]
+    assert len(viewer.headers.get_list("content-security-policy")) == 1
 
 
 def test_bad_json_is_a_named_422_not_a_traceback(live_app: Any) -> None:

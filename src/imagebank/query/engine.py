@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
@@ -112,8 +113,31 @@ def _plan(level: Level | str, identifier: Mapping[str, Any], root: str, fuzzy: b
         raise InvalidQuery(f"QueryRetrieveLevel {level!r} is not PATIENT, STUDY, SERIES or IMAGE") from None
     if root == "STUDY" and level is Level.PATIENT:
         raise InvalidQuery("the Study Root information model has no PATIENT level")
+    shape = _shape(level, tuple(k for k in identifier if k not in CONTROL_KEYS), root)
+    stmt = shape.stmt
+    for keyword in shape.requested:
+        value = identifier.get(keyword)
+        if value in (None, "", []):
+            continue  # a return key only
+        attr = ATTRIBUTES.get(keyword)
+        if attr is None:
+            if dictionary_VR(keyword) != "SQ":
+                raise InvalidQuery(f"matching on {keyword} is not supported; ask for it as a return key only")
+            continue
+        try:
+            where = condition(attr, value, fuzzy=fuzzy)
+        except MatchError as exc:
+            raise InvalidQuery(str(exc)) from None
+        if where is not None:
+            stmt = stmt.where(where)
+    return _Plan(stmt, shape.columns, shape.from_header, shape.requested, level)
 
-    requested = [k for k in identifier if k not in CONTROL_KEYS]
+
+@lru_cache(maxsize=512)
+def _shape(level: Level, keys: tuple[str, ...], root: str) -> _Plan:
+    """The joins and return columns of a query (cached: QIDO-RS and C-FIND ask the same shapes over and over,
+    and building them cost more than running the query); :func:`_plan` adds the matching conditions."""
+    requested = list(keys)
     for unique in range(level + 1):
         key = UNIQUE_KEYS[Level(unique)]
         if key not in requested and not (root == "STUDY" and unique == Level.PATIENT):
@@ -127,8 +151,6 @@ def _plan(level: Level | str, identifier: Mapping[str, Any], root: str, fuzzy: b
         if attr is None:
             if tag_for_keyword(keyword) is None:
                 raise InvalidQuery(f"{keyword!r} is not a DICOM attribute keyword")
-            if identifier.get(keyword) not in (None, "", []) and dictionary_VR(keyword) != "SQ":
-                raise InvalidQuery(f"matching on {keyword} is not supported; ask for it as a return key only")
             if level is Level.IMAGE:
                 from_header.append(keyword)
             continue
@@ -136,12 +158,6 @@ def _plan(level: Level | str, identifier: Mapping[str, Any], root: str, fuzzy: b
             raise InvalidQuery(f"{keyword} is a {attr.level.name}-level key; it cannot be used in a "
                                f"{level.name}-level query (PS3.4 C.4.1.2.1)")
         columns[keyword] = attr.column.label(keyword)
-        try:
-            where = condition(attr, identifier.get(keyword), fuzzy=fuzzy)
-        except MatchError as exc:
-            raise InvalidQuery(str(exc)) from None
-        if where is not None:
-            stmt = stmt.where(where)
     stmt = stmt.add_columns(*columns.values())
     if from_header:
         stmt = stmt.join(instance_headers, instance_headers.c.instance_pk == instances.c.id)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 
 from imagebank.errors import ImagebankError, NotFound
 from imagebank.security.policy import Principal
@@ -23,6 +23,16 @@ def _insert(engine: Engine, table: Any) -> Any:
     from sqlalchemy.dialects import postgresql, sqlite
 
     return (postgresql if engine.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+# Built once: one of these runs on every authenticated request.
+_TOKEN_USER = (select(users, api_tokens.c.scopes, api_tokens.c.expires_at, api_tokens.c.revoked_at,
+                      api_tokens.c.last_used_at)
+               .join(api_tokens, api_tokens.c.user_id == users.c.id)
+               .where(api_tokens.c.token_hash == bindparam("digest")))
+_SESSION_USER = (select(users, sessions.c.expires_at, sessions.c.revoked_at)
+                 .join(sessions, sessions.c.user_id == users.c.id)
+                 .where(sessions.c.token_hash == bindparam("digest")))
 
 
 def _now() -> dt.datetime:
@@ -231,10 +241,7 @@ class Accounts:
 
     def principal_for_session(self, token: str, address: str | None = None) -> Principal | None:
         with read_only(self.engine) as conn:
-            row = conn.execute(
-                select(users, sessions.c.expires_at, sessions.c.revoked_at)
-                .join(sessions, sessions.c.user_id == users.c.id)
-                .where(sessions.c.token_hash == token_hash(token))).first()
+            row = conn.execute(_SESSION_USER, {"digest": token_hash(token)}).first()
         if row is None or row.revoked_at is not None or _aware(row.expires_at) <= _now() or row.disabled:
             return None
         return _user(row).principal("user", address=address)
@@ -263,11 +270,7 @@ class Accounts:
     def principal_for_token(self, token: str, address: str | None = None) -> Principal | None:
         digest = token_hash(token)
         with read_only(self.engine) as conn:
-            row = conn.execute(
-                select(users, api_tokens.c.scopes, api_tokens.c.expires_at, api_tokens.c.revoked_at,
-                       api_tokens.c.last_used_at)
-                .join(api_tokens, api_tokens.c.user_id == users.c.id)
-                .where(api_tokens.c.token_hash == digest)).first()
+            row = conn.execute(_TOKEN_USER, {"digest": digest}).first()
         if row is None or row.revoked_at is not None or _aware(row.expires_at) <= _now() or row.disabled:
             return None
         # "Last used" is for spotting stale tokens, not an access log (the audit trail is): a minute's

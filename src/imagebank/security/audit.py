@@ -24,7 +24,7 @@ from typing import Any
 # quoteattr escapes the XML we write; nothing here parses XML, so bandit's B406 does not apply.
 from xml.sax.saxutils import quoteattr  # nosec B406
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imagebank.security.secrets import hmac_sha256
@@ -74,8 +74,18 @@ def load_or_create_key(path: Path) -> bytes:
     return key
 
 
-def _canonical(seq: int, at: dt.datetime, event: AuditEvent, prev_hash: str) -> bytes:
-    body = {k: v for k, v in asdict(event).items() if k not in ("seq", "at", "prev_hash", "hash")}
+# Built once: every audited request appends through these (a statement built per call cost more than
+# running it on SQLite).
+_LOCK_HEAD = select(audit_chain_head.c.last_seq, audit_chain_head.c.last_hash).where(
+    audit_chain_head.c.id == 1).with_for_update()
+_INSERT_EVENT = insert(audit_events)
+_MOVE_HEAD = update(audit_chain_head).where(audit_chain_head.c.id == 1).values(
+    last_seq=bindparam("seq"), last_hash=bindparam("digest"), mac=bindparam("mac"))
+
+
+def _canonical(seq: int, at: dt.datetime, event: AuditEvent | dict[str, Any], prev_hash: str) -> bytes:
+    fields = event if isinstance(event, dict) else asdict(event)
+    body = {k: v for k, v in fields.items() if k not in ("seq", "at", "prev_hash", "hash")}
     body.update(seq=seq, at=at.astimezone(dt.UTC).isoformat(timespec="microseconds"), prev_hash=prev_hash)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -105,21 +115,21 @@ class AuditTrail:
 
     def _append(self, event: AuditEvent) -> StoredEvent:
         at = dt.datetime.now(dt.UTC)
+        values = asdict(event)
         with self.engine.begin() as conn:
-            head = conn.execute(select(audit_chain_head).where(audit_chain_head.c.id == 1).with_for_update()).first()
+            head = conn.execute(_LOCK_HEAD).first()
             if head is None:
                 conn.execute(insert(audit_chain_head).values(id=1, last_seq=0, last_hash=GENESIS))
                 last_seq, last_hash = 0, GENESIS
             else:
                 last_seq, last_hash = head.last_seq, head.last_hash
             seq = last_seq + 1
-            digest = hmac_sha256(self.key, _canonical(seq, at, event, last_hash))
-            values = asdict(event)
-            values["detail"] = json.dumps(event.detail, sort_keys=True) if event.detail else None
-            conn.execute(insert(audit_events).values(**values, seq=seq, at=at, prev_hash=last_hash, hash=digest))
-            conn.execute(update(audit_chain_head).where(audit_chain_head.c.id == 1).values(
-                last_seq=seq, last_hash=digest, mac=self._head_mac(seq, digest)))
-        return StoredEvent(**asdict(event), seq=seq, at=at, prev_hash=last_hash, hash=digest)
+            digest = hmac_sha256(self.key, _canonical(seq, at, values, last_hash))
+            row = {**values, "detail": json.dumps(event.detail, sort_keys=True) if event.detail else None,
+                   "seq": seq, "at": at, "prev_hash": last_hash, "hash": digest}
+            conn.execute(_INSERT_EVENT, row)
+            conn.execute(_MOVE_HEAD, {"seq": seq, "digest": digest, "mac": self._head_mac(seq, digest)})
+        return StoredEvent(**values, seq=seq, at=at, prev_hash=last_hash, hash=digest)
 
     def _head_mac(self, seq: int, digest: str) -> str:
         return hmac_sha256(self.key, f"head/{seq}/{digest}".encode())

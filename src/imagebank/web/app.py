@@ -55,8 +55,43 @@ class Credentials(BaseModel):
     password: str
 
 
+class SecurityHeaders:
+    """Adds :data:`SECURITY_HEADERS` (the viewer's own CSP under /viewer, HSTS behind TLS, no-store for the
+    JSON API) to every response. Plain ASGI: Starlette's ``BaseHTTPMiddleware`` cost a quarter of a
+    millisecond per request, a tenth of a QIDO-RS query."""
+
+    def __init__(self, app: Any, *, tls: bool) -> None:
+        self.app, self.tls = app, tls
+        self._common = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in SECURITY_HEADERS.items()]
+        self._viewer = [(k, v) for k, v in self._common if k != b"content-security-policy"] + [
+            (b"content-security-policy", VIEWER_CSP.encode("latin-1"))]
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        extra = list(self._viewer if is_viewer_path(path) else self._common)
+        if self.tls:
+            extra.append((b"strict-transport-security", b"max-age=31536000"))
+        if path.startswith("/api/"):
+            extra.append((b"cache-control", b"no-store"))
+        names = {k for k, _ in extra}
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() not in names]
+                message = {**message, "headers": headers + extra}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
 def create_app(settings: Settings, archive: Archive, accounts: Accounts, audit: AuditTrail) -> FastAPI:
-    app = FastAPI(title="Imagebank", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json")
+    # FastAPI's built-in OpenTelemetry hooks are off: nothing here exports traces, and its exception logs would
+    # carry messages that may quote request values to whatever exporter a deployment configures globally.
+    app = FastAPI(title="Imagebank", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json",
+                  telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False})
     app.state.settings, app.state.archive = settings, archive
     app.state.accounts, app.state.audit = accounts, audit
     limiter = RateLimiter(settings.security.login_rate_per_minute)
@@ -175,17 +210,7 @@ def create_app(settings: Settings, archive: Archive, accounts: Accounts, audit: 
         log.exception("unhandled error")  # the log has the traceback; the client never does
         return JSONResponse({"error": "internal error", "type": type(exc).__name__}, status_code=500)
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        response.headers.update(SECURITY_HEADERS)
-        if is_viewer_path(request.url.path):
-            response.headers["Content-Security-Policy"] = VIEWER_CSP
-        if tls:
-            response.headers["Strict-Transport-Security"] = "max-age=31536000"
-        if request.url.path.startswith("/api/"):
-            response.headers["Cache-Control"] = "no-store"
-        return response
+    app.add_middleware(SecurityHeaders, tls=tls)
 
     if settings.security.oidc_issuer:
         from imagebank.web.oidc import install_oidc
