@@ -124,5 +124,31 @@ def test_token_last_use_is_recorded_without_a_write_per_request(secured: Any) ->
     assert last_used() == first  # within the minute: no write
     with accounts.engine.begin() as conn:
         conn.execute(api_tokens.update().values(last_used_at=first - dt.timedelta(minutes=5)))
+    accounts.forget_verified()  # as when the seconds it is trusted without asking have passed
     assert accounts.principal_for_token(token) is not None
     assert last_used() > first - dt.timedelta(minutes=5)
+
+
+def test_a_revocation_elsewhere_takes_effect_within_the_verified_period(secured: Any,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each process trusts a credential the database confirmed for VERIFIED_FOR seconds: a token revoked or an
+    account disabled by another process (the CLI, another server) is refused once that time is over."""
+    from imagebank.security import accounts as module
+    from imagebank.security.accounts import Accounts
+
+    _, accounts, _ = secured
+    accounts.create_user("feed", [Role.SERVICE], PASSWORD)
+    token = accounts.create_token("feed", "t")
+    session = accounts.create_session(accounts.get_user("feed"))
+    assert accounts.principal_for_token(token, "10.0.0.1").address == "10.0.0.1"
+    assert accounts.principal_for_token(token, "10.0.0.2").address == "10.0.0.2"  # the caller's own address
+    assert accounts.principal_for_session(session) is not None
+    elsewhere = Accounts(accounts.engine)
+    elsewhere.revoke_token("t", "feed")
+    elsewhere.set_disabled("feed", True)
+    assert elsewhere.principal_for_token(token) is None and elsewhere.principal_for_session(session) is None
+    assert accounts.principal_for_token(token) is not None  # still within its verified period here
+    clock = module.time.monotonic() + module.VERIFIED_FOR + 0.01
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock)
+    assert accounts.principal_for_token(token) is None
+    assert accounts.principal_for_session(session) is None

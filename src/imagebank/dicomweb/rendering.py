@@ -79,7 +79,31 @@ def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
     return (np.clip((values - low) / span, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+#: Integer frames whose stored values span at most this many are rendered through a lookup table.
+_LUT_MAX_RANGE = 1 << 20
+
+
 def _grayscale(ds: pydicom.Dataset, frame: np.ndarray, options: RenderOptions) -> np.ndarray:
+    """PS3.4 N.2 grayscale pipeline (Modality LUT, VOI, MONOCHROME1 inversion) to 8-bit display values.
+
+    Every step is a function of the stored value alone, so an integer frame is rendered by running the
+    pipeline once over the values between its smallest and largest (a few thousand for CT) and looking each
+    pixel up in that table: the same pixels as running it over the whole frame, at a fraction of the cost.
+    Where a step looks at the frame as a whole (the auto-range without a window uses the frame's extremes),
+    the table is used only when the transform is linear (Rescale Slope/Intercept), which keeps the extremes
+    at the frame's own smallest and largest stored values.
+    """
+    if frame.dtype.kind in "iu" and frame.size and "ModalityLUTSequence" not in ds:
+        low, high = int(frame.min()), int(frame.max())
+        has_window = options.window is not None or ("WindowCenter" in ds and "WindowWidth" in ds)
+        if high - low < _LUT_MAX_RANGE and (has_window or "VOILUTSequence" not in ds):
+            domain = np.arange(low, high + 1, dtype=np.int64).astype(frame.dtype)
+            table = _grayscale_values(ds, domain, options)
+            return table[np.subtract(frame, low, dtype=np.int64 if low < 0 else frame.dtype)]
+    return _grayscale_values(ds, frame, options)
+
+
+def _grayscale_values(ds: pydicom.Dataset, frame: np.ndarray, options: RenderOptions) -> np.ndarray:
     values = apply_modality_lut(frame, ds).astype(np.float64)
     window = options.window
     if window is None and "WindowCenter" in ds and "WindowWidth" in ds:

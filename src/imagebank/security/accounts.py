@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, insert, select, update
@@ -17,6 +18,11 @@ from imagebank.storage.database import read_only
 from imagebank.storage.schema import api_tokens, auth_lockouts, sessions, users
 
 LAST_USED_PRECISION = dt.timedelta(minutes=1)
+#: A session or API token the database confirmed is trusted again for this many seconds without asking it,
+#: per process (a client sending requests back to back costs one lookup, not one per request). A revocation,
+#: a disabled account or a new password takes effect at once in the process that made it and within this
+#: time in the others (the other ``imagebank serve`` processes, another server on the same database).
+VERIFIED_FOR = 2.0
 
 
 def _insert(engine: Engine, table: Any) -> Any:
@@ -94,6 +100,28 @@ class Accounts:
     def __init__(self, engine: Engine, lockout: LockoutPolicy | None = None) -> None:
         self.engine = engine
         self.lockout = lockout or LockoutPolicy()
+        #: ``(kind, credential digest) -> (monotonic deadline, principal)``: see :data:`VERIFIED_FOR`.
+        self._verified: dict[tuple[str, str], tuple[float, Principal]] = {}
+
+    def _recall(self, kind: str, digest: str, address: str | None) -> Principal | None:
+        hit = self._verified.get((kind, digest))
+        if hit is None:
+            return None
+        if time.monotonic() >= hit[0]:
+            self._verified.pop((kind, digest), None)
+            return None
+        principal = hit[1]
+        return principal if principal.address == address else replace(principal, address=address)
+
+    def _remember(self, kind: str, digest: str, principal: Principal, expires_at: dt.datetime) -> None:
+        if len(self._verified) >= 10_000:
+            self._verified.clear()
+        valid_for = min(VERIFIED_FOR, (expires_at - _now()).total_seconds())
+        self._verified[(kind, digest)] = (time.monotonic() + valid_for, principal)
+
+    def forget_verified(self) -> None:
+        """Ask the database again for every credential (after a revocation, a disabled account...)."""
+        self._verified.clear()
 
     # ---------------------------------------------------------------- users
 
@@ -128,6 +156,7 @@ class Accounts:
         return len(self.list_users())
 
     def set_password(self, username: str, password: str) -> None:
+        self.forget_verified()
         if len(password) < 12:
             raise AccountError("passwords must have at least 12 characters")
         with self.engine.begin() as conn:
@@ -137,6 +166,7 @@ class Accounts:
             raise NotFound(f"no user {username!r}")
 
     def set_disabled(self, username: str, disabled: bool) -> None:
+        self.forget_verified()
         with self.engine.begin() as conn:
             conn.execute(update(users).where(users.c.username == username).values(disabled=int(disabled)))
             if disabled:  # a disabled account loses its sessions at once
@@ -236,15 +266,21 @@ class Accounts:
         return token
 
     def revoke_session(self, token: str) -> None:
+        self.forget_verified()
         with self.engine.begin() as conn:
             conn.execute(update(sessions).where(sessions.c.token_hash == token_hash(token)).values(revoked_at=_now()))
 
     def principal_for_session(self, token: str, address: str | None = None) -> Principal | None:
+        digest = token_hash(token)
+        if (known := self._recall("session", digest, address)) is not None:
+            return known
         with read_only(self.engine) as conn:
-            row = conn.execute(_SESSION_USER, {"digest": token_hash(token)}).first()
+            row = conn.execute(_SESSION_USER, {"digest": digest}).first()
         if row is None or row.revoked_at is not None or _aware(row.expires_at) <= _now() or row.disabled:
             return None
-        return _user(row).principal("user", address=address)
+        principal = _user(row).principal("user", address=address)
+        self._remember("session", digest, principal, _aware(row.expires_at))
+        return principal
 
     # ---------------------------------------------------------------- tokens
 
@@ -261,6 +297,7 @@ class Accounts:
         return token
 
     def revoke_token(self, name: str, username: str) -> int:
+        self.forget_verified()
         user = self.get_user(username)
         with self.engine.begin() as conn:
             return int(conn.execute(update(api_tokens).where(
@@ -269,6 +306,8 @@ class Accounts:
 
     def principal_for_token(self, token: str, address: str | None = None) -> Principal | None:
         digest = token_hash(token)
+        if (known := self._recall("token", digest, address)) is not None:
+            return known
         with read_only(self.engine) as conn:
             row = conn.execute(_TOKEN_USER, {"digest": digest}).first()
         if row is None or row.revoked_at is not None or _aware(row.expires_at) <= _now() or row.disabled:
@@ -279,4 +318,6 @@ class Accounts:
             with self.engine.begin() as conn:
                 conn.execute(update(api_tokens).where(api_tokens.c.token_hash == digest).values(last_used_at=_now()))
         scopes = frozenset(Permission(s) for s in _split(row.scopes))
-        return _user(row).principal("token", scopes=scopes, address=address)
+        principal = _user(row).principal("token", scopes=scopes, address=address)
+        self._remember("token", digest, principal, _aware(row.expires_at))
+        return principal
