@@ -56,6 +56,8 @@ def start_imagebank(work: Path) -> Target:
     data, http = work / "imagebank", free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
     env["IMAGEBANK_DICOM__ENABLED"] = "false"
+    # BENCH_IMAGEBANK_<SECTION>__<KEY> sets IMAGEBANK_<SECTION>__<KEY> for the benchmarked server only.
+    env.update({k[len("BENCH_"):]: v for k, v in os.environ.items() if k.startswith("BENCH_IMAGEBANK_")})
     cli = [sys.executable, "-m", "imagebank.cli", "--data", str(data)]
     subprocess.run([*cli, "users", "add", "bench", "--role", "service", "--password-stdin"], input=b"bench password 1\n",
                    env=env, check=True, capture_output=True)
