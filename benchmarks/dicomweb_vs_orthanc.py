@@ -7,10 +7,13 @@ The same Python client (httpx) then measures:
 - STOW-RS: the corpus in requests of 20 instances from 2 client threads (instances/s);
 - QIDO-RS p50/p95: PatientID, AccessionNumber, a date range, ModalitiesInStudy, a name wildcard, the
   series of one study and the instances of its largest series;
+- with ``--studies N``: N more studies (one header-only instance each, from the synthetic hospital) are
+  loaded into both, and the QIDO-RS queries are timed again over the larger index;
 - WADO-RS: the largest study as multipart (MB/s, time to first byte), its series metadata, and a
-  rendered frame. Prints a table with the ratios; asserts nothing.
+  rendered frame. Prints a table with the ratios, and which queries the two archives answered with a
+  different number of matches (their latencies do not compare); asserts nothing.
 
-    python benchmarks/dicomweb_vs_orthanc.py [--slices 5000] [--queries 50]
+    python benchmarks/dicomweb_vs_orthanc.py [--slices 5000] [--queries 50] [--studies 100000]
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import pydicom
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from dimse_vs_orthanc import free_port, wait_for  # noqa: E402
-from ingest import corpus  # noqa: E402 - the shared corpus generator
+from ingest import corpus, study_corpus  # noqa: E402 - the shared corpus generators
 
 ORTHANC_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 BOUNDARY = "benchmarkboundary"
@@ -131,7 +134,29 @@ def p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 2 else values[0] * 1000
 
 
-def measure(target: Target, files: list[Path], queries: int) -> dict[str, float]:
+def query_latencies(client: httpx.Client, results: dict[str, float], queries: int, suffix: str, study: str,
+                    sample: pydicom.Dataset, series: str, instances: int) -> None:
+    """p50/p95 of the usual QIDO-RS queries, and how many matches each answered (to compare the answers)."""
+    name_prefix = str(sample.PatientName).split("^")[0][:3] + "*"
+    year = sample.StudyDate[:4]
+    qido = {
+        "PatientID": lambda: client.get("/studies", params={"PatientID": sample.PatientID}),
+        "AccessionNumber": lambda: client.get("/studies", params={"AccessionNumber": sample.AccessionNumber}),
+        "date range": lambda: client.get("/studies", params={"StudyDate": f"{year}0101-{year}1231", "limit": "100"}),
+        "ModalitiesInStudy": lambda: client.get("/studies", params={"ModalitiesInStudy": "CT", "limit": "100"}),
+        "name wildcard": lambda: client.get("/studies", params={"PatientName": name_prefix, "limit": "100"}),
+        "series of a study": lambda: client.get(f"/studies/{study}/series"),
+        f"instances of a series ({instances})": lambda: client.get(f"/studies/{study}/series/{series}/instances"),
+    }
+    for label, call in qido.items():
+        warm = call()
+        times = timed(call, queries)
+        results[f"QIDO {label}{suffix} p50 ms"] = p(times, 50)
+        results[f"QIDO {label}{suffix} p95 ms"] = p(times, 95)
+        results[f"QIDO {label}{suffix} matches"] = len(warm.json()) if warm.status_code == 200 else 0
+
+
+def measure(target: Target, files: list[Path], queries: int, extra: list[Path] | None = None) -> dict[str, float]:
     results: dict[str, float] = {}
     seconds = stow(target, files)
     results["STOW-RS inst/s"] = len(files) / seconds
@@ -145,25 +170,15 @@ def measure(target: Target, files: list[Path], queries: int) -> dict[str, float]
     for ds in by_study[study]:
         by_series[ds.SeriesInstanceUID] = by_series.get(ds.SeriesInstanceUID, 0) + 1
     series = max(by_series, key=lambda uid: by_series[uid])
-    name_prefix = str(sample.PatientName).split("^")[0][:3] + "*"
-    date = sample.StudyDate
-    year = date[:4]
     with target.client() as client:
-        qido = {
-            "PatientID": lambda: client.get("/studies", params={"PatientID": sample.PatientID}),
-            "AccessionNumber": lambda: client.get("/studies", params={"AccessionNumber": sample.AccessionNumber}),
-            "date range": lambda: client.get("/studies", params={"StudyDate": f"{year}0101-{year}1231", "limit": "100"}),
-            "ModalitiesInStudy": lambda: client.get("/studies", params={"ModalitiesInStudy": "CT", "limit": "100"}),
-            "name wildcard": lambda: client.get("/studies", params={"PatientName": name_prefix, "limit": "100"}),
-            "series of a study": lambda: client.get(f"/studies/{study}/series"),
-            f"instances of a series ({by_series[series]})": lambda: client.get(f"/studies/{study}/series/{series}/instances"),
-        }
-        for label, call in qido.items():
-            warm = call()
-            times = timed(call, queries)
-            results[f"QIDO {label} p50 ms"] = p(times, 50)
-            results[f"QIDO {label} p95 ms"] = p(times, 95)
-            results[f"QIDO {label} matches"] = len(warm.json()) if warm.status_code == 200 else 0
+        query_latencies(client, results, queries, "", study, sample, series, by_series[series])
+        if extra:
+            # The same queries over an index of many more studies (one header-only instance each).
+            started = time.perf_counter()
+            stow(target, extra, batch=50, threads=4)
+            results[f"load of {len(extra)} more studies s"] = time.perf_counter() - started
+            query_latencies(client, results, queries, f" @{len(extra) + len(by_study)} studies", study, sample,
+                            series, by_series[series])
         metadata = timed(lambda: client.get(f"/studies/{study}/series/{series}/metadata"), 10)
         results["series metadata p50 ms"] = p(metadata, 50)
         instance = by_study[study][len(by_study[study]) // 2]
@@ -190,19 +205,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--slices", type=int, default=5000)
     parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument("--studies", type=int, default=0,
+                        help="then load this many more studies (one header-only instance each) and query again")
     args = parser.parse_args()
     if shutil.which("Orthanc") is None or not Path(ORTHANC_PLUGIN).exists():
         raise SystemExit("Orthanc with DICOMweb not found: apt-get install orthanc orthanc-dicomweb")
     files = sorted(corpus(args.slices, metadata_only=False).rglob("*.dcm"))
     megabytes = sum(f.stat().st_size for f in files) / 1e6
     print(f"corpus: {len(files)} CT slices, {megabytes:.0f} MB; {os.cpu_count()} CPUs")
+    extra = sorted(study_corpus(args.studies).glob("*.dcm")) if args.studies else None
     columns: dict[str, dict[str, float]] = {}
     for start in (start_imagebank, start_orthanc):
         (HERE / "out").mkdir(exist_ok=True)
         with tempfile.TemporaryDirectory(dir=HERE / "out") as work:
             target = start(Path(work))
             try:
-                columns[target.name] = measure(target, files, args.queries)
+                columns[target.name] = measure(target, files, args.queries, extra)
             finally:
                 target.stop()
         print(f"  {target.name}: done", flush=True)

@@ -46,6 +46,45 @@ def corpus(slices: int, metadata_only: bool) -> Path:
     return path
 
 
+def _first_instances(args: tuple[int, int]) -> list[tuple[str, bytes]]:
+    """One header-only instance (the first of the first series) of every study of synthetic patient ``p``."""
+    from imagebank.synth.dicom_writer import render_instance
+    from imagebank.synth.plan import plan_patient
+
+    seed, index = args
+    patient = plan_patient(seed, index, 1)
+    return [(f"{index:07d}-{s:02d}.dcm", render_instance(patient, study, study.series[0], 1, metadata_only=True))
+            for s, study in enumerate(patient.studies)]
+
+
+def study_corpus(studies: int, seed: int = 2) -> Path:
+    """``studies`` studies of the synthetic hospital, one header-only instance each (an index-scale corpus),
+    generated once under benchmarks/out/. Seed 2: other patients than the CT corpus (seed 1)."""
+    from multiprocessing import get_context
+
+    path = OUT / f"studies-{studies}"
+    marker = path / ".complete"
+    if marker.exists():
+        return path
+    print(f"generating {studies} studies (one header-only instance each) into {path} ...", flush=True)
+    started = time.monotonic()
+    path.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with get_context("spawn").Pool(os.cpu_count()) as pool:
+        jobs = ((seed, index) for index in range(10 * studies))
+        for instances in pool.imap(_first_instances, jobs, chunksize=64):
+            for name, data in instances:
+                if written < studies:
+                    (path / name).write_bytes(data)
+                    written += 1
+            if written >= studies:
+                pool.terminate()
+                break
+    marker.write_text("ok")
+    print(f"  generated in {time.monotonic() - started:.0f} s", flush=True)
+    return path
+
+
 def fresh_postgres(name: str) -> str:
     import psycopg
 
