@@ -140,3 +140,31 @@ def test_wildcards_agree_with_fnmatch(hospital: Any, data: st.DataObject) -> Non
     found = find(archive.index.engine, Level.PATIENT, {"PatientName": pattern.lower()}, root="PATIENT")
     expected = {mrn for mrn, name in folded.items() if fnmatch.fnmatchcase(name, pattern)}
     assert {r["PatientID"] for r in found} == expected
+
+
+@pytest.mark.parametrize("level, identifier", [
+    (Level.STUDY, {}),
+    (Level.STUDY, {"ModalitiesInStudy": "CT"}),
+    (Level.STUDY, {"ModalitiesInStudy": "MR\\MG"}),
+    (Level.STUDY, {"ModalitiesInStudy": "C*"}),
+    (Level.STUDY, {"ModalitiesInStudy": "CT", "StudyDate": "20180101-"}),
+    (Level.STUDY, {"PatientName": "A*"}),
+    (Level.STUDY, {"PatientSex": "F", "ModalitiesInStudy": "MR"}),
+    (Level.SERIES, {"Modality": "MR"}),
+    (Level.SERIES, {"Modality": "CT", "PatientSex": "M"}),
+    (Level.SERIES, {"ModalitiesInStudy": "MG"}),
+    (Level.IMAGE, {"Modality": "CT"}),
+    (Level.IMAGE, {"PatientSex": "F", "StudyDate": "-20200101"}),
+])
+def test_count_agrees_with_find(hospital: Any, level: Level, identifier: dict[str, str]) -> None:
+    """count() joins only the levels its keys name and asks ModalitiesInStudy of the series: it must still
+    count exactly what find() returns."""
+    from imagebank.query.engine import count
+
+    archive, _ = hospital
+    found = find(archive.index.engine, level, identifier)
+    assert count(archive.index.engine, level, identifier) == len(found)
+    if "ModalitiesInStudy" in identifier and level is Level.STUDY:
+        wanted = identifier["ModalitiesInStudy"].split("\\")
+        assert found and all(any(fnmatch.fnmatchcase(m, w) for w in wanted for m in r["ModalitiesInStudy"].split("\\"))
+                             for r in found)

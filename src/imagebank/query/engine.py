@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -68,6 +68,9 @@ class _Plan:
     from_header: list[str]
     requested: list[str]
     level: Level
+    #: The matching conditions (also in ``stmt``), and the highest level they name.
+    conditions: list[Any] = field(default_factory=list)
+    top: Level = Level.IMAGE
 
 
 def find(engine: Engine, level: Level | str, identifier: Mapping[str, Any], *, root: str = "STUDY",
@@ -99,14 +102,31 @@ def find(engine: Engine, level: Level | str, identifier: Mapping[str, Any], *, r
 
 def count(engine: Engine, level: Level | str, identifier: Mapping[str, Any], *, root: str = "STUDY",
           fuzzy: bool = False) -> int:
-    """How many entities :func:`find` would return without a limit (for paging totals)."""
-    plan = _plan(level, identifier, root, fuzzy)
-    stmt = plan.stmt.with_only_columns(func.count(), maintain_column_froms=True)
+    """How many entities :func:`find` would return without a limit (for paging totals).
+
+    Only the levels the matching keys name are joined: every study has its patient, every series its study
+    (non-null foreign keys, deleted together), so the inner joins above them change no count, and leaving
+    them out spares a lookup per match (at 100,000 studies, most of the time a count took).
+    """
+    plan = _plan(level, identifier, root, fuzzy, counting=True)
+    stmt = select(func.count()).select_from(_levels(plan.level, plan.top)).where(*plan.conditions)
     with read_only(engine) as conn:
         return int(conn.execute(stmt).scalar_one())
 
 
-def _plan(level: Level | str, identifier: Mapping[str, Any], root: str, fuzzy: bool) -> _Plan:
+def _levels(level: Level, top: Level) -> Any:
+    """``level``'s table joined to its ancestors up to ``top``."""
+    tables = {Level.PATIENT: patients, Level.STUDY: studies, Level.SERIES: series, Level.IMAGE: instances}
+    parents = {Level.STUDY: studies.c.patient_pk, Level.SERIES: series.c.study_pk, Level.IMAGE: instances.c.series_pk}
+    joined: Any = tables[level]
+    for below in range(level, top, -1):
+        parent = tables[Level(below - 1)]
+        joined = joined.join(parent, parent.c.id == parents[Level(below)])
+    return joined
+
+
+def _plan(level: Level | str, identifier: Mapping[str, Any], root: str, fuzzy: bool,
+          counting: bool = False) -> _Plan:
     try:
         level = Level[level] if isinstance(level, str) else level
     except KeyError:
@@ -115,6 +135,8 @@ def _plan(level: Level | str, identifier: Mapping[str, Any], root: str, fuzzy: b
         raise InvalidQuery("the Study Root information model has no PATIENT level")
     shape = _shape(level, tuple(k for k in identifier if k not in CONTROL_KEYS), root)
     stmt = shape.stmt
+    conditions = []
+    top = level
     for keyword in shape.requested:
         value = identifier.get(keyword)
         if value in (None, "", []):
@@ -125,12 +147,14 @@ def _plan(level: Level | str, identifier: Mapping[str, Any], root: str, fuzzy: b
                 raise InvalidQuery(f"matching on {keyword} is not supported; ask for it as a return key only")
             continue
         try:
-            where = condition(attr, value, fuzzy=fuzzy)
+            where = condition(attr, value, fuzzy=fuzzy, counting=counting)
         except MatchError as exc:
             raise InvalidQuery(str(exc)) from None
         if where is not None:
             stmt = stmt.where(where)
-    return _Plan(stmt, shape.columns, shape.from_header, shape.requested, level)
+            conditions.append(where)
+            top = min(top, attr.level)
+    return _Plan(stmt, shape.columns, shape.from_header, shape.requested, level, conditions, top)
 
 
 @lru_cache(maxsize=512)
@@ -162,4 +186,4 @@ def _shape(level: Level, keys: tuple[str, ...], root: str) -> _Plan:
     if from_header:
         stmt = stmt.join(instance_headers, instance_headers.c.instance_pk == instances.c.id)
         stmt = stmt.add_columns(instance_headers.c.dicom_json.label("_header"))
-    return _Plan(stmt, columns, from_header, requested, level)
+    return _Plan(stmt, columns, from_header, requested, level, [], level)
