@@ -1,8 +1,10 @@
 """DICOMweb: Imagebank versus Orthanc + its DICOMweb plugin, same client, same corpus, one run.
 
 Both archives start fresh on loopback with their embedded defaults (Imagebank: SQLite + files via
-``imagebank serve``; Orthanc: Debian packages ``orthanc`` and ``orthanc-dicomweb``, default SQLite index).
-The same Python client (httpx) then measures:
+``imagebank serve``; Orthanc: Debian packages ``orthanc`` and ``orthanc-dicomweb``, default SQLite index)
+and run side by side; every measure is taken in alternating turns (a quarter of the STOW corpus, a round
+of queries), so the phases of a shared virtual machine fall on both alike. The same Python client (httpx)
+measures:
 
 - STOW-RS: the corpus in requests of 20 instances from 2 client threads (instances/s);
 - QIDO-RS p50/p95: PatientID, AccessionNumber, a date range, ModalitiesInStudy, a name wildcard, the
@@ -134,32 +136,64 @@ def p(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100)[q - 1] * 1000 if len(values) > 2 else values[0] * 1000
 
 
-def query_latencies(client: httpx.Client, results: dict[str, float], queries: int, suffix: str, study: str,
-                    sample: pydicom.Dataset, series: str, instances: int) -> None:
-    """p50/p95 of the usual QIDO-RS queries, and how many matches each answered (to compare the answers)."""
+def interleaved(targets: list[Target], results: dict[str, dict[str, float]], label: str,
+                request: Callable[[httpx.Client, Target], httpx.Response], repeat: int, rounds: int = 5) -> None:
+    """p50/p95 of ``request`` on each target, asked in alternating rounds: the two archives run side by side
+    and take turns, so a slower or faster phase of a shared machine falls on both alike."""
+    clients = {t.name: t.client() for t in targets}
+    times: dict[str, list[float]] = {t.name: [] for t in targets}
+    try:
+        for t in targets:
+            warm = request(clients[t.name], t)
+            results[t.name][f"{label} matches"] = len(warm.json()) if warm.status_code == 200 and \
+                warm.headers.get("content-type", "").startswith("application/dicom+json") else 0
+        per_round = max(1, repeat // rounds)
+        for _ in range(rounds):
+            for t in targets:
+                times[t.name] += timed(lambda t=t: request(clients[t.name], t), per_round)
+    finally:
+        for client in clients.values():
+            client.close()
+    for t in targets:
+        results[t.name][f"{label} p50 ms"] = p(times[t.name], 50)
+        if not label.startswith(("series metadata", "rendered")):
+            results[t.name][f"{label} p95 ms"] = p(times[t.name], 95)
+
+
+def query_latencies(targets: list[Target], results: dict[str, dict[str, float]], queries: int, suffix: str,
+                    study: str, sample: pydicom.Dataset, series: str, instances: int) -> None:
+    """The usual QIDO-RS queries, and how many matches each archive answered (to compare the answers)."""
     name_prefix = str(sample.PatientName).split("^")[0][:3] + "*"
     year = sample.StudyDate[:4]
-    qido = {
-        "PatientID": lambda: client.get("/studies", params={"PatientID": sample.PatientID}),
-        "AccessionNumber": lambda: client.get("/studies", params={"AccessionNumber": sample.AccessionNumber}),
-        "date range": lambda: client.get("/studies", params={"StudyDate": f"{year}0101-{year}1231", "limit": "100"}),
-        "ModalitiesInStudy": lambda: client.get("/studies", params={"ModalitiesInStudy": "CT", "limit": "100"}),
-        "name wildcard": lambda: client.get("/studies", params={"PatientName": name_prefix, "limit": "100"}),
-        "series of a study": lambda: client.get(f"/studies/{study}/series"),
-        f"instances of a series ({instances})": lambda: client.get(f"/studies/{study}/series/{series}/instances"),
+    qido: dict[str, Callable[[httpx.Client, Target], httpx.Response]] = {
+        "PatientID": lambda c, _t: c.get("/studies", params={"PatientID": sample.PatientID}),
+        "AccessionNumber": lambda c, _t: c.get("/studies", params={"AccessionNumber": sample.AccessionNumber}),
+        "date range": lambda c, _t: c.get("/studies", params={"StudyDate": f"{year}0101-{year}1231", "limit": "100"}),
+        "ModalitiesInStudy": lambda c, _t: c.get("/studies", params={"ModalitiesInStudy": "CT", "limit": "100"}),
+        "name wildcard": lambda c, _t: c.get("/studies", params={"PatientName": name_prefix, "limit": "100"}),
+        "series of a study": lambda c, _t: c.get(f"/studies/{study}/series"),
+        f"instances of a series ({instances})": lambda c, _t: c.get(f"/studies/{study}/series/{series}/instances"),
     }
-    for label, call in qido.items():
-        warm = call()
-        times = timed(call, queries)
-        results[f"QIDO {label}{suffix} p50 ms"] = p(times, 50)
-        results[f"QIDO {label}{suffix} p95 ms"] = p(times, 95)
-        results[f"QIDO {label}{suffix} matches"] = len(warm.json()) if warm.status_code == 200 else 0
+    for label, request in qido.items():
+        interleaved(targets, results, f"QIDO {label}{suffix}", request, queries)
 
 
-def measure(target: Target, files: list[Path], queries: int, extra: list[Path] | None = None) -> dict[str, float]:
-    results: dict[str, float] = {}
-    seconds = stow(target, files)
-    results["STOW-RS inst/s"] = len(files) / seconds
+def stow_alternately(targets: list[Target], files: list[Path], results: dict[str, dict[str, float]], label: str,
+                     batch: int = 20, threads: int = 2, parts: int = 4) -> None:
+    """Each archive receives the files in ``parts`` turns, alternating with the other."""
+    seconds = {t.name: 0.0 for t in targets}
+    for i in range(parts):
+        chunk = files[i * len(files) // parts:(i + 1) * len(files) // parts]
+        for t in targets:
+            seconds[t.name] += stow(t, chunk, batch=batch, threads=threads)
+    for t in targets:
+        results[t.name][label] = len(files) / seconds[t.name]
+
+
+def measure(targets: list[Target], files: list[Path], queries: int,
+            extra: list[Path] | None = None) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {t.name: {} for t in targets}
+    stow_alternately(targets, files, results, "STOW-RS inst/s")
     headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     by_study: dict[str, list[pydicom.Dataset]] = {}
     for ds in headers:
@@ -170,31 +204,27 @@ def measure(target: Target, files: list[Path], queries: int, extra: list[Path] |
     for ds in by_study[study]:
         by_series[ds.SeriesInstanceUID] = by_series.get(ds.SeriesInstanceUID, 0) + 1
     series = max(by_series, key=lambda uid: by_series[uid])
-    with target.client() as client:
-        query_latencies(client, results, queries, "", study, sample, series, by_series[series])
-        if extra:
-            # The same queries over an index of many more studies (one header-only instance each).
-            started = time.perf_counter()
-            stow(target, extra, batch=50, threads=4)
-            results[f"load of {len(extra)} more studies s"] = time.perf_counter() - started
-            query_latencies(client, results, queries, f" @{len(extra) + len(by_study)} studies", study, sample,
-                            series, by_series[series])
-        metadata = timed(lambda: client.get(f"/studies/{study}/series/{series}/metadata"), 10)
-        results["series metadata p50 ms"] = p(metadata, 50)
-        instance = by_study[study][len(by_study[study]) // 2]
-        frame_url = f"/studies/{study}/series/{instance.SeriesInstanceUID}/instances/{instance.SOPInstanceUID}/frames/1/rendered"
-        rendered = timed(lambda: client.get(frame_url, headers={"Accept": "image/jpeg"}), 10)
-        results["rendered frame p50 ms"] = p(rendered, 50)
-    ttfbs, rates = [], []
+    query_latencies(targets, results, queries, "", study, sample, series, by_series[series])
+    if extra:
+        # The same queries over an index of many more studies (one header-only instance each).
+        stow_alternately(targets, extra, results, f"STOW-RS of {len(extra)} small instances inst/s",
+                         batch=50, threads=4)
+        query_latencies(targets, results, queries, f" @{len(extra) + len(by_study)} studies", study, sample,
+                        series, by_series[series])
+    interleaved(targets, results, "series metadata", lambda c, _t: c.get(f"/studies/{study}/series/{series}/metadata"),
+                10)
+    instance = by_study[study][len(by_study[study]) // 2]
+    frame_url = f"/studies/{study}/series/{instance.SeriesInstanceUID}/instances/{instance.SOPInstanceUID}/frames/1/rendered"
+    interleaved(targets, results, "rendered frame", lambda c, _t: c.get(frame_url, headers={"Accept": "image/jpeg"}), 10)
+    samples: dict[str, list[tuple[float, float, float]]] = {t.name: [] for t in targets}
     for _ in range(3):
-        first, total, megabytes = ttfb_and_rate(target, f"/studies/{study}",
-                                                'multipart/related; type="application/dicom"; transfer-syntax=*')
-        ttfbs.append(first)
-        rates.append(megabytes / total)
-        results["study MB"] = megabytes
-        results["study retrieve ms"] = total * 1000
-    results["WADO-RS study MB/s"] = statistics.median(rates)
-    results["WADO-RS TTFB ms"] = statistics.median(ttfbs) * 1000
+        for t in targets:
+            samples[t.name].append(ttfb_and_rate(
+                t, f"/studies/{study}", 'multipart/related; type="application/dicom"; transfer-syntax=*'))
+    for t in targets:
+        results[t.name]["study MB"] = samples[t.name][-1][2]
+        results[t.name]["WADO-RS study MB/s"] = statistics.median(mb / total for _, total, mb in samples[t.name])
+        results[t.name]["WADO-RS TTFB ms"] = statistics.median(first for first, _, _ in samples[t.name]) * 1000
     return results
 
 
@@ -214,20 +244,20 @@ def main() -> None:
     megabytes = sum(f.stat().st_size for f in files) / 1e6
     print(f"corpus: {len(files)} CT slices, {megabytes:.0f} MB; {os.cpu_count()} CPUs")
     extra = sorted(study_corpus(args.studies).glob("*.dcm")) if args.studies else None
-    columns: dict[str, dict[str, float]] = {}
-    for start in (start_imagebank, start_orthanc):
-        (HERE / "out").mkdir(exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=HERE / "out") as work:
-            target = start(Path(work))
-            try:
-                columns[target.name] = measure(target, files, args.queries, extra)
-            finally:
+    (HERE / "out").mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=HERE / "out") as work:
+        targets: list[Target] = []
+        try:
+            for start in (start_imagebank, start_orthanc):  # each in its own folder under work
+                targets.append(start(Path(work)))
+            columns = measure(targets, files, args.queries, extra)
+        finally:
+            for target in targets:
                 target.stop()
-        print(f"  {target.name}: done", flush=True)
     ours, theirs = columns["Imagebank"], columns["Orthanc 1.10"]
     print("\n| measure | Imagebank | Orthanc 1.10 | ratio (better > 1) |")
     print("|---|---|---|---|")
-    disagree = [f"{key[5:-8]} (Imagebank {ours[key]:.0f}, {theirs.get(key, float('nan')):.0f})"
+    disagree = [f"{key.removeprefix('QIDO ')[:-8]} (Imagebank {ours[key]:.0f}, {theirs.get(key, float('nan')):.0f})"
                 for key in ours if key.endswith(" matches") and ours[key] != theirs.get(key)]
     for key in ours:
         if key in ("study MB",) or key.endswith(" matches"):
@@ -235,7 +265,8 @@ def main() -> None:
         a, b = ours[key], theirs.get(key, float("nan"))
         ratio = (b / a) if key.endswith(LOWER_IS_BETTER) else (a / b)
         print(f"| {key} | {a:.1f} | {b:.1f} | {ratio:.2f} |")
-    print(f"(study retrieved: {ours['study MB']:.0f} MB)")
+    print(f"(study retrieved: {ours['study MB']:.0f} MB; the two archives ran side by side, every measure taken "
+          "in alternating turns)")
     if disagree:
         print("Different answers (number of matches), so those latencies do not compare: " + "; ".join(disagree))
 

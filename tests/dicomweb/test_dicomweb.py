@@ -6,6 +6,7 @@ its status and a readable message, nothing is half-stored, and the server keeps 
 
 from __future__ import annotations
 
+import copy
 import gzip
 import io
 import socket
@@ -282,6 +283,32 @@ def test_wado_transfer_syntax_negotiation(dicomweb: Dicomweb) -> None:
     assert j2k_frame.status_code == 200 and "image/jp2" in j2k_frame.text[:300]
     assert dicomweb.session.get(url + "/frames/2").status_code == 404
     assert dicomweb.session.get(url + "/frames/x").status_code == 400
+
+
+def test_wado_study_retrieve_streams_every_instance_with_an_exact_length(dicomweb: Dicomweb,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multi-instance retrieve sent as stored carries a Content-Length equal to what arrives (instances are
+    read ahead in groups); asked in another syntax (transcoded, sizes unknown) it is chunked."""
+    from imagebank.dicomweb import routes
+
+    monkeypatch.setattr(routes, "READ_GROUP_BYTES", 1)  # a group per instance: the read-ahead path throughout
+    ct = _sample("CT_small.dcm")
+    for number in (1, 2, 3):
+        instance = copy.deepcopy(ct)
+        instance.SOPInstanceUID = instance.file_meta.MediaStorageSOPInstanceUID = f"{ct.SOPInstanceUID}.{number}"
+        instance.InstanceNumber = number
+        dicomweb.client.store_instances([instance])
+    study = ct.StudyInstanceUID
+    as_stored = dicomweb.session.get(f"{dicomweb.root}/studies/{study}", headers={
+        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+    assert as_stored.status_code == 200
+    assert int(as_stored.headers["content-length"]) == len(as_stored.content)
+    retrieved = dicomweb.client.retrieve_study(study)
+    assert sorted(int(ds.InstanceNumber) for ds in retrieved) == [1, 2, 3]
+    transcoded = dicomweb.session.get(f"{dicomweb.root}/studies/{study}", headers={
+        "Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2'})
+    assert transcoded.status_code == 200 and "content-length" not in transcoded.headers
+    assert transcoded.content.count(b"transfer-syntax=1.2.840.10008.1.2\r\n") == 3
 
 
 def test_wado_study_series_metadata_and_bulkdata(dicomweb: Dicomweb) -> None:

@@ -88,7 +88,7 @@ def dicom_json_header(ds: Dataset, *, bulk_data_threshold: int = 1024) -> str:
             if fragment is None:
                 try:
                     fragment = _fragment(tag, _element(ds, tag, elem, codec, raw_ok, bulk_data_threshold))
-                except Exception:  # noqa: BLE001,S112 - as suppress_invalid_tags (see dicom_json_dict)
+                except Exception:  # noqa: BLE001,S112  # nosec B112 - as suppress_invalid_tags (see dicom_json_dict)
                     continue
             fragments.append(fragment)
             present.add(tag)

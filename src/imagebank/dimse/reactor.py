@@ -10,7 +10,7 @@ response sent).
 Here both threads wait for their work instead, with everything else left to pynetdicom (state machine,
 ACSE, DIMSE, service classes, event handlers):
 
-- the DUL thread waits in ``select`` on its socket and a wake-up socket pair, which the association thread
+- the DUL thread waits in ``poll`` on its socket and a wake-up socket pair, which the association thread
   writes to whenever it queues a PDU to send;
 - the association thread waits on an event that is set whenever a decoded DIMSE message or an ACSE
   primitive (release, abort) is queued for it, when the DUL thread ends, and when it is killed.
@@ -107,6 +107,8 @@ class EventDrivenDUL(DULServiceProvider):
         self._wake_in, self._wake_out = socket.socketpair()
         self._wake_in.setblocking(False)
         self._wake_out.setblocking(False)
+        self._poller = select.poll()
+        self._polled = -2  # the socket registered with _poller (-1: none)
 
     def wake(self) -> None:
         try:
@@ -135,18 +137,24 @@ class EventDrivenDUL(DULServiceProvider):
         sock = getattr(self.socket, "socket", None)
         if isinstance(sock, ssl.SSLSocket) and sock.pending():
             return
+        # poll, not select: select refuses file descriptors past 1024, which a busy server reaches.
         try:
-            waiting = [self._wake_in] if sock is None else [sock, self._wake_in]
-            ready, _, _ = select.select(waiting, [], [], MAX_WAIT)
+            fileno = sock.fileno() if sock is not None else -1
+            if fileno != self._polled:
+                self._poller = select.poll()
+                self._poller.register(self._wake_in, select.POLLIN)
+                if fileno >= 0:
+                    self._poller.register(fileno, select.POLLIN)
+                self._polled = fileno
+            self._poller.poll(MAX_WAIT * 1000)
         except (OSError, ValueError):  # the socket was closed under us: the next loop notices
             time.sleep(self._run_loop_delay)
             return
-        if self._wake_in in ready:
-            try:
-                while self._wake_in.recv(4096):
-                    pass
-            except (BlockingIOError, OSError):
+        try:
+            while self._wake_in.recv(4096):
                 pass
+        except (BlockingIOError, OSError):
+            pass
 
     def run_reactor(self) -> None:
         """pynetdicom 3.0.4's ``DULServiceProvider.run_reactor`` with :meth:`_wait_for_work` where it slept."""
