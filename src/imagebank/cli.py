@@ -78,7 +78,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     import secrets
 
     from imagebank.context import open_archive, open_security
-    from imagebank.runtime import freeze_startup_heap
+    from imagebank.runtime import tune_server_process
     from imagebank.security.roles import Role
     from imagebank.web.app import create_app, is_loopback
     from imagebank.web.server import http_processes, listen, run_http_process, serve_http
@@ -151,7 +151,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         helper.start()
     click.echo(f"  HTTP: {len(http_helpers) + 1} process(es)")
     sys.stdout.flush()
-    freeze_startup_heap()
+    tune_server_process()
     # uvicorn answers SIGTERM by shutting down, then raises it again under the previous handler: make that
     # an exit through the cleanup below instead of the default instant death (which left the DICOM and
     # HTTP processes on their ports).

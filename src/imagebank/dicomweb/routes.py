@@ -213,18 +213,20 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
 
         async def body() -> AsyncIterator[bytes]:
             # Instances are read a group at a time on a worker thread, the next group while this one is sent;
-            # each part goes out as header, the file's own bytes (not copied into a bigger buffer) and CRLF.
+            # the file's own bytes go out as they are (not copied into a bigger buffer), each between one
+            # small write of framing: the CRLF ending the previous part with the next part's header.
             loop = asyncio.get_running_loop()
             pending = loop.run_in_executor(io_threads, read, groups[0])
+            framing = b""
             for index, group in enumerate(groups):
                 files = await pending
                 if index + 1 < len(groups):
                     pending = loop.run_in_executor(io_threads, read, groups[index + 1])
                 for item, data in zip(group, files, strict=True):
-                    yield part_header(boundary, f"application/dicom; transfer-syntax={syntax_of(item)}")
+                    yield framing + part_header(boundary, f"application/dicom; transfer-syntax={syntax_of(item)}")
                     yield data
-                    yield b"\r\n"
-            yield closing(boundary)
+                    framing = b"\r\n"
+            yield framing + closing(boundary)
 
         return StreamingResponse(body(), media_type=related_content_type(boundary, "application/dicom"), headers=headers)
 

@@ -58,7 +58,7 @@ from imagebank.dimse.status import (
 )
 from imagebank.query import InvalidQuery, find
 from imagebank.query.model import UNIQUE_KEYS
-from imagebank.runtime import freeze_startup_heap
+from imagebank.runtime import tune_server_process
 from imagebank.security.audit import AuditEvent, AuditTrail
 from imagebank.security.policy import DicomPeer, Principal, decide_dimse, peer_principal
 from imagebank.security.roles import Permission, Role
@@ -514,7 +514,7 @@ def run_listener_process(settings: Settings, parent: int, share: SharedListener)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     listener.start(share=share)
-    freeze_startup_heap()
+    tune_server_process()
     while not stop.wait(1.0):
         if os.getppid() != parent:  # `serve` was killed without a chance to stop us: do not linger on the port
             break

@@ -64,7 +64,7 @@ def run_http_process(settings: Settings, parent: int, sock: socket.socket, log_l
     """Entry point of an extra HTTP process (spawned: nothing is inherited but its arguments)."""
     from imagebank.context import open_archive, open_security
     from imagebank.dicom import quiet_pydicom
-    from imagebank.runtime import freeze_startup_heap
+    from imagebank.runtime import tune_server_process
     from imagebank.web.app import create_app
 
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -74,7 +74,7 @@ def run_http_process(settings: Settings, parent: int, sock: socket.socket, log_l
     archive = open_archive(settings)
     accounts, audit = open_security(settings, archive.index.engine)
     app = create_app(settings, archive, accounts, audit)
-    freeze_startup_heap()
+    tune_server_process()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
     serve_http(app, settings, sock)
 
