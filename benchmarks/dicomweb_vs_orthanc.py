@@ -137,26 +137,27 @@ def p(values: list[float], q: int) -> float:
 
 
 def interleaved(targets: list[Target], results: dict[str, dict[str, float]], label: str,
-                request: Callable[[httpx.Client, Target], httpx.Response], repeat: int, rounds: int = 5) -> None:
+                request: Callable[[httpx.Client], httpx.Response], repeat: int, rounds: int = 5,
+                p95: bool = True) -> None:
     """p50/p95 of ``request`` on each target, asked in alternating rounds: the two archives run side by side
     and take turns, so a slower or faster phase of a shared machine falls on both alike."""
     clients = {t.name: t.client() for t in targets}
     times: dict[str, list[float]] = {t.name: [] for t in targets}
     try:
         for t in targets:
-            warm = request(clients[t.name], t)
+            warm = request(clients[t.name])
             results[t.name][f"{label} matches"] = len(warm.json()) if warm.status_code == 200 and \
                 warm.headers.get("content-type", "").startswith("application/dicom+json") else 0
         per_round = max(1, repeat // rounds)
         for _ in range(rounds):
             for t in targets:
-                times[t.name] += timed(lambda t=t: request(clients[t.name], t), per_round)
+                times[t.name] += timed(lambda t=t: request(clients[t.name]), per_round)
     finally:
         for client in clients.values():
             client.close()
     for t in targets:
         results[t.name][f"{label} p50 ms"] = p(times[t.name], 50)
-        if not label.startswith(("series metadata", "rendered")):
+        if p95:
             results[t.name][f"{label} p95 ms"] = p(times[t.name], 95)
 
 
@@ -165,14 +166,14 @@ def query_latencies(targets: list[Target], results: dict[str, dict[str, float]],
     """The usual QIDO-RS queries, and how many matches each archive answered (to compare the answers)."""
     name_prefix = str(sample.PatientName).split("^")[0][:3] + "*"
     year = sample.StudyDate[:4]
-    qido: dict[str, Callable[[httpx.Client, Target], httpx.Response]] = {
-        "PatientID": lambda c, _t: c.get("/studies", params={"PatientID": sample.PatientID}),
-        "AccessionNumber": lambda c, _t: c.get("/studies", params={"AccessionNumber": sample.AccessionNumber}),
-        "date range": lambda c, _t: c.get("/studies", params={"StudyDate": f"{year}0101-{year}1231", "limit": "100"}),
-        "ModalitiesInStudy": lambda c, _t: c.get("/studies", params={"ModalitiesInStudy": "CT", "limit": "100"}),
-        "name wildcard": lambda c, _t: c.get("/studies", params={"PatientName": name_prefix, "limit": "100"}),
-        "series of a study": lambda c, _t: c.get(f"/studies/{study}/series"),
-        f"instances of a series ({instances})": lambda c, _t: c.get(f"/studies/{study}/series/{series}/instances"),
+    qido: dict[str, Callable[[httpx.Client], httpx.Response]] = {
+        "PatientID": lambda c: c.get("/studies", params={"PatientID": sample.PatientID}),
+        "AccessionNumber": lambda c: c.get("/studies", params={"AccessionNumber": sample.AccessionNumber}),
+        "date range": lambda c: c.get("/studies", params={"StudyDate": f"{year}0101-{year}1231", "limit": "100"}),
+        "ModalitiesInStudy": lambda c: c.get("/studies", params={"ModalitiesInStudy": "CT", "limit": "100"}),
+        "name wildcard": lambda c: c.get("/studies", params={"PatientName": name_prefix, "limit": "100"}),
+        "series of a study": lambda c: c.get(f"/studies/{study}/series"),
+        f"instances of a series ({instances})": lambda c: c.get(f"/studies/{study}/series/{series}/instances"),
     }
     for label, request in qido.items():
         interleaved(targets, results, f"QIDO {label}{suffix}", request, queries)
@@ -211,11 +212,12 @@ def measure(targets: list[Target], files: list[Path], queries: int,
                          batch=50, threads=4)
         query_latencies(targets, results, queries, f" @{len(extra) + len(by_study)} studies", study, sample,
                         series, by_series[series])
-    interleaved(targets, results, "series metadata", lambda c, _t: c.get(f"/studies/{study}/series/{series}/metadata"),
-                10)
+    interleaved(targets, results, "series metadata", lambda c: c.get(f"/studies/{study}/series/{series}/metadata"),
+                10, p95=False)
     instance = by_study[study][len(by_study[study]) // 2]
     frame_url = f"/studies/{study}/series/{instance.SeriesInstanceUID}/instances/{instance.SOPInstanceUID}/frames/1/rendered"
-    interleaved(targets, results, "rendered frame", lambda c, _t: c.get(frame_url, headers={"Accept": "image/jpeg"}), 10)
+    interleaved(targets, results, "rendered frame", lambda c: c.get(frame_url, headers={"Accept": "image/jpeg"}), 10,
+                p95=False)
     samples: dict[str, list[tuple[float, float, float]]] = {t.name: [] for t in targets}
     for _ in range(3):
         for t in targets:

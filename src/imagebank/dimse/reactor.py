@@ -146,15 +146,16 @@ class EventDrivenDUL(DULServiceProvider):
                 if fileno >= 0:
                     self._poller.register(fileno, select.POLLIN)
                 self._polled = fileno
-            self._poller.poll(MAX_WAIT * 1000)
+            ready = self._poller.poll(MAX_WAIT * 1000)
         except (OSError, ValueError):  # the socket was closed under us: the next loop notices
             time.sleep(self._run_loop_delay)
             return
-        try:
-            while self._wake_in.recv(4096):
+        if any(fd == self._wake_in.fileno() for fd, _ in ready):
+            try:
+                while self._wake_in.recv(4096):
+                    pass
+            except (BlockingIOError, OSError):
                 pass
-        except (BlockingIOError, OSError):
-            pass
 
     def run_reactor(self) -> None:
         """pynetdicom 3.0.4's ``DULServiceProvider.run_reactor`` with :meth:`_wait_for_work` where it slept."""
