@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from sqlalchemy import delete, update
+import pytest
+from sqlalchemy import delete, select, update
 
 from imagebank.security.audit import AuditEvent, AuditTrail, to_dicom_xml, to_fhir
 from imagebank.storage.schema import audit_chain_head, audit_events
@@ -85,3 +87,41 @@ def test_rewinding_the_head_after_cutting_the_tail_is_detected(secured: Any) -> 
         conn.execute(delete(audit_events).where(audit_events.c.seq > 3))
         conn.execute(update(audit_chain_head).values(last_seq=3, last_hash=third.hash))
     assert trail.verify() == ["the chain head was rewritten without the audit key"]
+
+
+def test_concurrent_appends_from_a_fresh_database_form_one_unbroken_chain(secured: Any) -> None:
+    """Threads racing from the very first record (no chain head yet) all land, each exactly once, in one
+    chain: the head row serializes them and the loser of the head creation retries behind it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, _, trail = secured
+    barrier = threading.Barrier(8)
+
+    def append(worker: int) -> list[int]:
+        barrier.wait()
+        return [trail.record(AuditEvent("110112", "E", user_name=f"w{worker}", object_type="http",
+                                        object_id=f"GET /q/{worker}/{i}")).seq for i in range(15)]
+
+    with ThreadPoolExecutor(8) as pool:
+        seqs = [seq for chunk in pool.map(append, range(8)) for seq in chunk]
+    assert sorted(seqs) == list(range(1, 121))
+    assert trail.verify() == []
+    stored = trail.query(limit=200)
+    assert len({e.object_id for e in stored}) == 120
+    assert all(e.at.tzinfo is not None for e in stored)  # timestamps read back as written (UTC)
+
+
+def test_a_failed_append_leaves_neither_a_record_nor_a_moved_head(secured: Any) -> None:
+    """The record's insert fails after the head was read: the whole append is rolled back."""
+    _, _, trail = secured
+    _fill(trail, 2)
+    with trail.engine.begin() as conn:  # the head now points one record back: the next insert collides
+        conn.execute(update(audit_chain_head).values(last_seq=1))
+    with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        trail.record(AuditEvent("110110", "R", user_name="x", object_type="study", object_id="1.2.3"))
+    with trail.engine.begin() as conn:
+        assert conn.execute(select(audit_chain_head.c.last_seq)).scalar_one() == 1  # not moved
+        conn.execute(update(audit_chain_head).values(last_seq=2))
+    assert [e.seq for e in trail.query()] == [1, 2]
+    _fill(trail, 1)
+    assert trail.verify() == [] and [e.seq for e in trail.query()] == [1, 2, 3]

@@ -12,6 +12,7 @@ The audit trail is clinical-zone data and *does* name the patient concerned; app
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -25,7 +26,6 @@ from typing import Any
 from xml.sax.saxutils import quoteattr  # nosec B406
 
 from sqlalchemy import Engine, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
 
 from imagebank.security.secrets import hmac_sha256
 from imagebank.storage.schema import audit_chain_head, audit_events
@@ -74,13 +74,48 @@ def load_or_create_key(path: Path) -> bytes:
     return key
 
 
-# Built once: every audited request appends through these (a statement built per call cost more than
-# running it on SQLite).
+# Built once: every audited request appends through these.
 _LOCK_HEAD = select(audit_chain_head.c.last_seq, audit_chain_head.c.last_hash).where(
     audit_chain_head.c.id == 1).with_for_update()
 _INSERT_EVENT = insert(audit_events)
+_CREATE_HEAD = insert(audit_chain_head).values(id=1, last_seq=0, last_hash=GENESIS)
 _MOVE_HEAD = update(audit_chain_head).where(audit_chain_head.c.id == 1).values(
     last_seq=bindparam("seq"), last_hash=bindparam("digest"), mac=bindparam("mac"))
+_EVENT_COLUMNS = [column.key for column in audit_events.c]
+
+
+class _DriverStatements:
+    """The append's statements compiled once for the engine's dialect, to run on the driver's own cursor.
+
+    Every request that touches identified data appends one record before it is answered, so the append
+    is on the path of every query. SQLAlchemy's per-execution work (execution context, result wrapping)
+    cost three times what SQLite itself spends on the three statements (measured: 194 µs per append
+    through Core, 58 µs on the cursor); the SQL, the bind processing of each column type (the text form
+    of timestamps on SQLite) and the parameter order still come from SQLAlchemy's compiler.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        dialect = engine.dialect
+        self.sqlite = dialect.name == "sqlite"
+        self.integrity_error: type[Exception] = dialect.loaded_dbapi.IntegrityError
+        self.lock = _LOCK_HEAD.compile(dialect=dialect)
+        self.create_head = _CREATE_HEAD.compile(dialect=dialect)
+        self.insert = _INSERT_EVENT.compile(dialect=dialect, column_keys=_EVENT_COLUMNS)
+        self.move = _MOVE_HEAD.compile(dialect=dialect)
+        self._processors = {c.key: processor for c in audit_events.c
+                            if (processor := c.type.dialect_impl(dialect).bind_processor(dialect)) is not None}
+
+    @staticmethod
+    def parameters(compiled: Any, values: dict[str, Any] | None = None) -> Any:
+        """``values`` (plus the statement's own literals) in the form the driver's paramstyle takes."""
+        params = compiled.construct_params(values or {})
+        if compiled.positional:
+            return tuple(params[name] for name in compiled.positiontup)
+        return params
+
+    def event_parameters(self, row: dict[str, Any]) -> Any:
+        processed = {k: (self._processors[k](v) if k in self._processors else v) for k, v in row.items()}
+        return self.parameters(self.insert, processed)
 
 
 def _canonical(seq: int, at: dt.datetime, event: AuditEvent | dict[str, Any], prev_hash: str) -> bytes:
@@ -100,7 +135,7 @@ class AuditTrail:
         self.key = key
 
     def record(self, event: AuditEvent) -> StoredEvent:
-        """Append ``event``; appends are serialized on the chain head row.
+        """Append ``event``; appends are serialized on the chain head row (SQLite: the write lock).
 
         The very first appends may race to create that row (a lock on a missing row locks nothing);
         the loser's insert fails on the primary key and it simply tries again, now behind the lock.
@@ -108,27 +143,50 @@ class AuditTrail:
         for attempt in range(3):
             try:
                 return self._append(event)
-            except IntegrityError:
+            except self._statements.integrity_error:
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable")
 
+    @property
+    def _statements(self) -> _DriverStatements:
+        statements = self.__dict__.get("_compiled")
+        if statements is None:
+            statements = self.__dict__["_compiled"] = _DriverStatements(self.engine)
+        return statements
+
     def _append(self, event: AuditEvent) -> StoredEvent:
+        """One transaction on a pooled connection's driver cursor: lock the head, add the record, move the head."""
+        sql = self._statements
         at = dt.datetime.now(dt.UTC)
         values = asdict(event)
-        with self.engine.begin() as conn:
-            head = conn.execute(_LOCK_HEAD).first()
+        connection = self.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            if sql.sqlite:  # the driver runs in autocommit mode here: take the write lock up front
+                cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute(sql.lock.string, sql.parameters(sql.lock))
+            head = cursor.fetchone()
             if head is None:
-                conn.execute(insert(audit_chain_head).values(id=1, last_seq=0, last_hash=GENESIS))
+                cursor.execute(sql.create_head.string, sql.parameters(sql.create_head))
                 last_seq, last_hash = 0, GENESIS
             else:
-                last_seq, last_hash = head.last_seq, head.last_hash
+                last_seq, last_hash = head
             seq = last_seq + 1
             digest = hmac_sha256(self.key, _canonical(seq, at, values, last_hash))
             row = {**values, "detail": json.dumps(event.detail, sort_keys=True) if event.detail else None,
                    "seq": seq, "at": at, "prev_hash": last_hash, "hash": digest}
-            conn.execute(_INSERT_EVENT, row)
-            conn.execute(_MOVE_HEAD, {"seq": seq, "digest": digest, "mac": self._head_mac(seq, digest)})
+            cursor.execute(sql.insert.string, sql.event_parameters(row))
+            cursor.execute(sql.move.string, sql.parameters(
+                sql.move, {"seq": seq, "digest": digest, "mac": self._head_mac(seq, digest)}))
+            cursor.close()
+            connection.commit()
+        except BaseException:
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                connection.rollback()
+            raise
+        finally:
+            connection.close()  # back to the pool
         return StoredEvent(**values, seq=seq, at=at, prev_hash=last_hash, hash=digest)
 
     def _head_mac(self, seq: int, digest: str) -> str:
