@@ -27,6 +27,7 @@ from xml.sax.saxutils import quoteattr  # nosec B406
 
 from sqlalchemy import Engine, bindparam, insert, select, update
 
+from imagebank.errors import ImagebankError
 from imagebank.security.secrets import hmac_sha256
 from imagebank.storage.schema import audit_chain_head, audit_events
 
@@ -84,6 +85,13 @@ _MOVE_HEAD = update(audit_chain_head).where(audit_chain_head.c.id == 1).values(
 _EVENT_COLUMNS = [column.key for column in audit_events.c]
 
 
+class AuditWriteFailed(ImagebankError):
+    """The record could not be appended; the access it describes must not go ahead.
+
+    It names the driver's error type only: a driver's message may quote the row (the patient's ID).
+    """
+
+
 class _DriverStatements:
     """The append's statements compiled once for the engine's dialect, to run on the driver's own cursor.
 
@@ -98,6 +106,7 @@ class _DriverStatements:
         dialect = engine.dialect
         self.sqlite = dialect.name == "sqlite"
         self.integrity_error: type[Exception] = dialect.loaded_dbapi.IntegrityError
+        self.driver_error: type[Exception] = dialect.loaded_dbapi.Error
         self.lock = _LOCK_HEAD.compile(dialect=dialect)
         self.create_head = _CREATE_HEAD.compile(dialect=dialect)
         self.insert = _INSERT_EVENT.compile(dialect=dialect, column_keys=_EVENT_COLUMNS)
@@ -133,6 +142,7 @@ class AuditTrail:
     def __init__(self, engine: Engine, key: bytes) -> None:
         self.engine = engine
         self.key = key
+        self._sql = _DriverStatements(engine)
 
     def record(self, event: AuditEvent) -> StoredEvent:
         """Append ``event``; appends are serialized on the chain head row (SQLite: the write lock).
@@ -143,21 +153,16 @@ class AuditTrail:
         for attempt in range(3):
             try:
                 return self._append(event)
-            except self._statements.integrity_error:
+            except self._sql.integrity_error as exc:
                 if attempt == 2:
-                    raise
+                    raise AuditWriteFailed(f"the audit record could not be written ({type(exc).__name__})") from None
+            except self._sql.driver_error as exc:
+                raise AuditWriteFailed(f"the audit record could not be written ({type(exc).__name__})") from None
         raise AssertionError("unreachable")
-
-    @property
-    def _statements(self) -> _DriverStatements:
-        statements = self.__dict__.get("_compiled")
-        if statements is None:
-            statements = self.__dict__["_compiled"] = _DriverStatements(self.engine)
-        return statements
 
     def _append(self, event: AuditEvent) -> StoredEvent:
         """One transaction on a pooled connection's driver cursor: lock the head, add the record, move the head."""
-        sql = self._statements
+        sql = self._sql
         at = dt.datetime.now(dt.UTC)
         values = asdict(event)
         connection = self.engine.raw_connection()
