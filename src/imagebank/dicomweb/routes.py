@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
 from imagebank.archive import Archive
 from imagebank.config import Settings
@@ -42,6 +41,7 @@ from imagebank.query import Level
 from imagebank.security.roles import Permission
 from imagebank.storage.index import Located
 from imagebank.web.auth import Requirement
+from imagebank.web.blocking import on_blocking_pool, run_blocking
 
 PREFIX = "/dicom-web"
 DICOM_JSON = "application/dicom+json"
@@ -118,27 +118,33 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
         return json_response(request, json.dumps(results, separators=(",", ":")).encode(), headers=headers)
 
     @router.get("/studies", dependencies=[read], summary="QIDO-RS: search for studies")
+    @on_blocking_pool
     def search_studies(request: Request) -> Response:
         return _query(request, Level.STUDY, {})
 
     @router.get("/series", dependencies=[read], summary="QIDO-RS: search for series")
+    @on_blocking_pool
     def search_series(request: Request) -> Response:
         return _query(request, Level.SERIES, {})
 
     @router.get("/instances", dependencies=[read], summary="QIDO-RS: search for instances")
+    @on_blocking_pool
     def search_instances(request: Request) -> Response:
         return _query(request, Level.IMAGE, {})
 
     @router.get("/studies/{study}/series", dependencies=[read], summary="QIDO-RS: series of a study")
+    @on_blocking_pool
     def search_study_series(request: Request, study: str) -> Response:
         return _query(request, Level.SERIES, {"StudyInstanceUID": _uid(study, "study")})
 
     @router.get("/studies/{study}/instances", dependencies=[read], summary="QIDO-RS: instances of a study")
+    @on_blocking_pool
     def search_study_instances(request: Request, study: str) -> Response:
         return _query(request, Level.IMAGE, {"StudyInstanceUID": _uid(study, "study")})
 
     @router.get("/studies/{study}/series/{series}/instances", dependencies=[read],
                 summary="QIDO-RS: instances of a series")
+    @on_blocking_pool
     def search_series_instances(request: Request, study: str, series: str) -> Response:
         return _query(request, Level.IMAGE, {"StudyInstanceUID": _uid(study, "study"),
                                              "SeriesInstanceUID": _uid(series, "series")})
@@ -237,15 +243,18 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
             raise HTTPException(406, str(exc)) from None
 
     @router.get("/studies/{study}", dependencies=[read], summary="WADO-RS: retrieve a study")
+    @on_blocking_pool
     def retrieve_study(request: Request, study: str) -> Response:
         return _retrieve(request, _locate(study))
 
     @router.get("/studies/{study}/series/{series}", dependencies=[read], summary="WADO-RS: retrieve a series")
+    @on_blocking_pool
     def retrieve_series(request: Request, study: str, series: str) -> Response:
         return _retrieve(request, _locate(study, series))
 
     @router.get("/studies/{study}/series/{series}/instances/{instance}", dependencies=[read],
                 summary="WADO-RS: retrieve an instance")
+    @on_blocking_pool
     def retrieve_instance(request: Request, study: str, series: str, instance: str) -> Response:
         return _retrieve(request, _locate(study, series, instance))
 
@@ -255,16 +264,19 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
         return json_response(request, body)
 
     @router.get("/studies/{study}/metadata", dependencies=[read], summary="WADO-RS: metadata of a study")
+    @on_blocking_pool
     def study_metadata(request: Request, study: str) -> Response:
         return _metadata(request, _locate(study, headers=True))
 
     @router.get("/studies/{study}/series/{series}/metadata", dependencies=[read],
                 summary="WADO-RS: metadata of a series")
+    @on_blocking_pool
     def series_metadata(request: Request, study: str, series: str) -> Response:
         return _metadata(request, _locate(study, series, headers=True))
 
     @router.get("/studies/{study}/series/{series}/instances/{instance}/metadata", dependencies=[read],
                 summary="WADO-RS: metadata of an instance")
+    @on_blocking_pool
     def instance_metadata(request: Request, study: str, series: str, instance: str) -> Response:
         return _metadata(request, _locate(study, series, instance, headers=True))
 
@@ -295,6 +307,7 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
 
     @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}", dependencies=[read],
                 summary="WADO-RS: frames of an instance")
+    @on_blocking_pool
     def retrieve_frames(request: Request, study: str, series: str, instance: str, frame_list: str) -> Response:
         numbers = _frame_numbers(frame_list)
         item = _locate(study, series, instance)[0]
@@ -302,6 +315,7 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
 
     @router.get("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}", dependencies=[read],
                 summary="WADO-RS: bulk data of an instance")
+    @on_blocking_pool
     def retrieve_bulkdata(request: Request, study: str, series: str, instance: str, tag: str) -> Response:
         if not re.fullmatch(r"[0-9A-Fa-f]{8}", tag):
             raise HTTPException(400, f"bulk data {tag[:40]!r}: expected an attribute tag (8 hex digits)")
@@ -347,7 +361,7 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
         def work() -> bytes:
             return rendering.render(archive.blobs.get(item.blob_key), frame, render_options)
         try:
-            image = await run_in_threadpool(work)
+            image = await run_blocking(work)
         except rendering.CannotRender as exc:
             raise HTTPException(404 if "does not exist" in str(exc) else 406, str(exc)) from None
         return Response(image, media_type=render_options.media_type, headers={"Cache-Control": "private, max-age=3600"})
@@ -424,7 +438,7 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
                 check_transcodable(item.transfer_syntax_uid, syntax)
             except NotAcceptable as exc:
                 raise HTTPException(406, str(exc)) from None
-            data = await run_in_threadpool(_transcoded, item, syntax)
+            data = await run_blocking(_transcoded, item, syntax)
             shown = item.transfer_syntax_uid if syntax == ANY else syntax
             return Response(data, media_type=f"application/dicom; transfer-syntax={shown}")
         if content_type not in rendering.MEDIA_TYPES:

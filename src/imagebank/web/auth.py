@@ -19,6 +19,7 @@ from imagebank.security.accounts import Accounts
 from imagebank.security.audit import AuditEvent, AuditTrail
 from imagebank.security.policy import ANONYMOUS, Principal, decide
 from imagebank.security.roles import IDENTIFIED_DATA, Permission
+from imagebank.web.blocking import run_blocking
 
 SESSION_COOKIE = "imagebank_session"
 
@@ -57,7 +58,12 @@ class Requirement:
         self.permission = permission
         self.audit = audit or (("110110", "R") if permission in IDENTIFIED_DATA else None)
 
-    def __call__(self, request: Request) -> Principal:
+    async def __call__(self, request: Request) -> Principal:
+        # The token lookup and the audit record touch the database: off the event loop, on the plain pool.
+        return await run_blocking(self.check, request)
+
+    def check(self, request: Request) -> Principal:
+        """Who calls, may they, and the audit record of it; raises 401/403."""
         principal = resolve_principal(request)
         decision = decide(principal, self.permission)
         if self.audit is not None and (decision.allowed or principal.authenticated):
