@@ -116,12 +116,16 @@ def test_stow_into_a_study_rejects_only_the_instance_of_another_study(dicomweb: 
     assert _count(dicomweb) == 1
 
 
-@pytest.mark.parametrize("case", ["truncated", "wrong-boundary", "not-multipart", "other-part-type", "no-parts"])
+@pytest.mark.parametrize("case", ["truncated", "truncated-in-first-part", "wrong-boundary", "not-multipart",
+                                  "other-part-type", "no-parts"])
 def test_stow_whole_request_errors_store_nothing(dicomweb: Dicomweb, make_instance: Any, case: str) -> None:
     body = _related([make_instance(number=1), make_instance(number=2)])
     expected = 400
     if case == "truncated":
         response = _post(dicomweb, body[: len(body) - 200])
+    elif case == "truncated-in-first-part":  # the message says what happened: cut off, not a wrong boundary
+        response = _post(dicomweb, body[:300])
+        assert "truncated" in response.json()["error"]
     elif case == "wrong-boundary":
         response = _post(dicomweb, body, boundary="another")
     elif case == "not-multipart":

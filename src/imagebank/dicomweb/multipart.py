@@ -163,8 +163,9 @@ class MultipartReader:
     def close(self) -> list[PartSink]:
         """End of the body: raises :class:`MultipartError` when it stopped before the closing boundary."""
         if not self.finished:
+            began = self.parts_seen > 0 or self._current is not None
             self.abort()
-            if self.parts_seen == 0:
+            if not began:
                 raise MultipartError("no part found: the body does not use the boundary of its Content-Type")
             raise MultipartError("the body ends before the closing boundary (truncated request)")
         done, self._done = self._done, []
