@@ -18,13 +18,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import pydicom
-from starlette.concurrency import run_in_threadpool
 
 from imagebank.archive import Archive, IngestResult, Outcome
 from imagebank.archive.status import CANNOT_UNDERSTAND, store_status
 from imagebank.dicomweb.dicom_json import element
 from imagebank.dicomweb.multipart import MultipartError, MultipartReader, PartSink, boundary_of
 from imagebank.storage.index import StagedInstance
+from imagebank.web.blocking import run_blocking
 
 T = TypeVar("T")
 
@@ -111,10 +111,9 @@ class StowRequest:
         self.received = 0
 
     async def _run(self, call: Callable[[], T]) -> T:
-        """``call()`` on a worker thread: the given executor (a plain thread pool costs less per call than
-        AnyIO's), else Starlette's thread pool."""
+        """``call()`` on a worker thread: the given executor, else the server's blocking pool."""
         if self._executor is None:
-            return await run_in_threadpool(call)
+            return await run_blocking(call)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def _stage(self, part: PartSink) -> StagedInstance | IngestResult:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
@@ -26,24 +25,15 @@ P = ParamSpec("P")
 #: AnyIO's default thread limit, which this pool replaces for the routes that use it.
 WORKERS = 40
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    if _pool is None:
-        with _pool_lock:
-            if _pool is None:
-                _pool = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="blocking")
-    return _pool
+#: Threads start on demand (on a submit finding none idle), so building the pool at import costs nothing.
+_POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="blocking")
 
 
 async def run_blocking(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """``call(*args, **kwargs)`` on the blocking pool; the event loop serves other requests meanwhile."""
     if kwargs:
         call = functools.partial(call, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(_executor(), call, *args)
+    return await asyncio.get_running_loop().run_in_executor(_POOL, call, *args)
 
 
 def on_blocking_pool(route: Callable[P, T]) -> Callable[P, Awaitable[T]]:
