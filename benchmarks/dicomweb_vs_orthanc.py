@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pydicom
@@ -168,14 +169,17 @@ def interleaved(targets: list[Target], results: dict[str, dict[str, float]], lab
 def query_latencies(targets: list[Target], results: dict[str, dict[str, float]], queries: int, suffix: str,
                     study: str, sample: pydicom.Dataset, series: str, instances: int) -> None:
     """The usual QIDO-RS queries, and how many matches each archive answered (to compare the answers)."""
-    name_prefix = str(sample.PatientName).split("^")[0][:3] + "*"
+    name_prefix = quote(str(sample.PatientName).split("^")[0][:3], safe="") + "*"
     year = sample.StudyDate[:4]
     qido: dict[str, Callable[[httpx.Client], httpx.Response]] = {
         "PatientID": lambda c: c.get("/studies", params={"PatientID": sample.PatientID}),
         "AccessionNumber": lambda c: c.get("/studies", params={"AccessionNumber": sample.AccessionNumber}),
         "date range": lambda c: c.get("/studies", params={"StudyDate": f"{year}0101-{year}1231", "limit": "100"}),
         "ModalitiesInStudy": lambda c: c.get("/studies", params={"ModalitiesInStudy": "CT", "limit": "100"}),
-        "name wildcard": lambda c: c.get("/studies", params={"PatientName": name_prefix, "limit": "100"}),
+        # The `*` goes into the URL as it is (RFC 3986 lets a query hold it): Orthanc's DICOMweb plugin does not
+        # percent-decode query values, so to it `PatientName=Oka%2A` (what httpx's params= sends) asks for the
+        # literal name "Oka%2A" and matches nothing, a query that does not compare with Imagebank's.
+        "name wildcard": lambda c: c.get(f"/studies?PatientName={name_prefix}&limit=100"),
         "series of a study": lambda c: c.get(f"/studies/{study}/series"),
         f"instances of a series ({instances})": lambda c: c.get(f"/studies/{study}/series/{series}/instances"),
     }
