@@ -39,6 +39,26 @@ def test_failure_between_blob_write_and_commit_leaves_only_an_uncounted_orphan(
     assert archive.ingest(make_instance(1)).outcome is Outcome.STORED  # and the retry just works
 
 
+def test_a_batch_is_durable_before_its_commit_and_a_failed_commit_leaves_only_orphans(
+        archive: Archive, make_instance: Callable[..., bytes], monkeypatch: pytest.MonkeyPatch) -> None:
+    batch = archive.blobs.batch()
+    staged = [archive.stage(make_instance(n), origin="stow", blobs=batch) for n in (1, 2)]
+    assert list(archive.blobs.keys()) == []  # written, not yet published
+    published: list[str] = []
+
+    def crash(*_a: object, **_k: object) -> None:
+        published.extend(archive.blobs.keys())  # what the index would refer to is already in place
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(archive.index, "commit", crash)
+    with pytest.raises(RuntimeError):
+        archive.commit_staged(staged, origin="stow", blobs=batch)  # type: ignore[arg-type]
+    monkeypatch.undo()
+    assert len(published) == 2
+    report = check_archive(archive)
+    assert report.ok and report.instances == 0 and len(report.orphan_blobs) == 2
+
+
 def _count(url: str) -> int:
     engine = create_engine(url.replace("postgresql+psycopg", "postgresql+psycopg"))
     try:

@@ -139,7 +139,27 @@ def test_stow_whole_request_errors_store_nothing(dicomweb: Dicomweb, make_instan
     assert response.json()["error"] and "Traceback" not in response.text
     assert _count(dicomweb) == 0, "a failed request indexes nothing"
     assert not any(dicomweb.archive.blobs.keys()), "and leaves no blob behind"
+    assert not list(dicomweb.archive.blobs.root.rglob(".tmp-*")), "not even a temporary file"
     assert dicomweb.session.get(dicomweb.root + "/studies").status_code == 204  # still serving
+
+
+def test_stow_when_the_disk_refuses_the_request_s_blobs_stores_none_of_them(
+        dicomweb: Dicomweb, make_instance: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imagebank.storage.blobs import filesystem
+
+    def disk_full(_fd: int) -> int:  # syncfs(2) failing: the blobs cannot be made durable
+        filesystem.ctypes.set_errno(28)
+        return -1
+
+    monkeypatch.setattr(filesystem, "_syncfs", disk_full)
+    response = _post(dicomweb, _related([make_instance(number=1), make_instance(number=2)]))
+    assert response.status_code == 409
+    failed = response.json()["00081198"]["Value"]
+    assert [f["00081197"]["Value"][0] for f in failed] == [0xA700, 0xA700]  # Out of Resources
+    assert _count(dicomweb) == 0 and not any(dicomweb.archive.blobs.keys())
+    assert not list(dicomweb.archive.blobs.root.rglob(".tmp-*")), "no temporary file is left behind"
+    monkeypatch.undo()
+    assert _post(dicomweb, _related([make_instance(number=1)])).status_code == 200  # and the retry is stored
 
 
 def test_stow_oversized_request_is_refused(dicomweb: Dicomweb, settings: Any, make_instance: Any) -> None:

@@ -149,3 +149,71 @@ def test_direct_io_falls_back_where_the_filesystem_refuses_it(tmp_path: Path, mo
 def test_direct_io_only_with_fsync(tmp_path: Path) -> None:
     # Without fsync the page cache is the fast path (nothing waits for the disk).
     assert not FilesystemBlobStore(tmp_path, fsync=False, direct_io=True).direct_io
+
+
+# ------------------------------------------------------------------ batches (one request's blobs)
+
+def test_a_batch_publishes_every_blob_at_once(store: BlobStore) -> None:
+    batch = store.batch()
+    keys = [blob_key_for_digest(f"{i:02x}" * 32) for i in range(3)]
+    for i, key in enumerate(keys):
+        batch.put(key, io.BytesIO(b"slice %d" % i) if i else b"slice 0")
+    batch.publish()
+    assert [store.get(k) for k in keys] == [b"slice 0", b"slice 1", b"slice 2"]
+    assert batch.discard() == []  # nothing left to forget once published
+
+
+def test_a_filesystem_batch_shows_nothing_before_publish_and_leaves_nothing_when_discarded(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path)
+    kept, dropped = store.batch(), store.batch()
+    kept.put("aa/bb/kept", b"kept")
+    dropped.put("aa/cc/dropped", b"dropped")
+    # Until published, no name points at the bytes: an identical re-send cannot take them for stored.
+    assert not store.exists("aa/bb/kept") and list(store.keys()) == []
+    assert dropped.discard() == []
+    kept.publish()
+    assert list(store.keys()) == ["aa/bb/kept"] and store.get("aa/bb/kept") == b"kept"
+    assert not [p for p in tmp_path.rglob(".tmp-*")]
+
+
+def test_a_batch_without_syncfs_fsyncs_each_file_and_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imagebank.storage.blobs import filesystem
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(filesystem, "_syncfs", None)
+    monkeypatch.setattr(filesystem.os, "fsync", fsync)
+    store = FilesystemBlobStore(tmp_path, direct_io=False)
+    batch = store.batch()
+    batch.put("aa/bb/one", b"1")
+    batch.put("aa/cc/two", b"2")
+    batch.publish()
+    assert store.get("aa/bb/one") == b"1" and store.get("aa/cc/two") == b"2"
+    assert sum(".tmp-" in p for p in synced) == 2  # each file's bytes before its rename
+    # ... then every directory that gained a name, up to the store's root.
+    assert {str(tmp_path / "aa" / "bb"), str(tmp_path / "aa" / "cc"), str(tmp_path / "aa"), str(tmp_path)} <= set(synced)
+
+
+def test_a_batch_that_cannot_be_published_names_the_problem_and_shows_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imagebank.errors import StorageError
+    from imagebank.storage.blobs import filesystem
+
+    store = FilesystemBlobStore(tmp_path)
+    batch = store.batch()
+    batch.put("aa/bb/one", b"1")
+    batch.put("aa/bb/two", b"2")
+
+    def full(_fd: int) -> int:
+        filesystem.ctypes.set_errno(28)
+        return -1
+
+    monkeypatch.setattr(filesystem, "_syncfs", full)
+    with pytest.raises(StorageError, match="No space left"):
+        batch.publish()
+    assert list(store.keys()) == [] and not [p for p in tmp_path.rglob(".tmp-*")]

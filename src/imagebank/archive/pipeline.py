@@ -25,7 +25,7 @@ from imagebank.archive.prepare import PreparedInstance, prepare_bytes, prepare_f
 from imagebank.config import IngestSettings
 from imagebank.errors import RejectedInstance, StorageError
 from imagebank.events import INSTANCE_STORED, EventBus, InstanceStored
-from imagebank.storage.blobs import BlobStore
+from imagebank.storage.blobs import BlobBatch, BlobStore
 from imagebank.storage.index import CommitOutcome, JournalEntry, MetadataIndex, Outcome, StagedInstance
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,12 @@ class IngestResult:
                  sop_class_uid: str | None = None) -> IngestResult:
         return cls(Outcome.REJECTED, sop_instance_uid, reason=exc.reason, message=exc.message,
                    attribute=exc.attribute, sop_class_uid=sop_class_uid)
+
+
+def _storage_failure(sop_instance_uid: str | None, sop_class_uid: str | None) -> IngestResult:
+    return IngestResult(Outcome.REJECTED, sop_instance_uid, reason="out-of-resources",
+                        message="the archive could not store the instance (storage failure)",
+                        sop_class_uid=sop_class_uid)
 
 
 def stage(prepared: PreparedInstance) -> StagedInstance:
@@ -79,15 +85,17 @@ class Stager:
         prepared, data_or_none = prepare_file(source, require_patient_id=require, bulk_data_threshold=threshold)
         return prepared, (data_or_none if data_or_none is not None else Path(source))
 
-    def write_blob(self, prepared: PreparedInstance, payload: bytes | Path) -> None:
+    def write_blob(self, prepared: PreparedInstance, payload: bytes | Path, into: BlobBatch | None = None) -> None:
+        """Store the bytes under their content key, at once or as part of ``into`` (published later)."""
         key = prepared.blob_key
         if self.blobs.exists(key):  # content-addressed: the same key means the same bytes
             return
+        target: BlobStore | BlobBatch = self.blobs if into is None else into
         if isinstance(payload, Path):
             with open(payload, "rb") as fh:
-                self.blobs.put(key, fh)
+                target.put(key, fh)
         else:
-            self.blobs.put(key, payload)
+            target.put(key, payload)
 
     def stage(self, source: bytes | str | os.PathLike[str]) -> StagedInstance:
         """Prepare and write the blob; raises :class:`RejectedInstance` or :class:`StorageError`."""
@@ -180,12 +188,13 @@ class Archive:
         return self._group_commit.submit(staged, origin)
 
     def stage(self, source: bytes | str | os.PathLike[str], *, origin: str = "api",
-              study_instance_uid: str | None = None) -> StagedInstance | IngestResult:
+              study_instance_uid: str | None = None, blobs: BlobBatch | None = None) -> StagedInstance | IngestResult:
         """First half of :meth:`ingest`: parse, validate and write the blob, index nothing.
 
         Returns the final result when there is nothing to index (refused, identical re-send), else
         the staged instance for :meth:`commit_staged` -- or for :meth:`discard_staged` when the
-        request it came in fails as a whole (a truncated STOW-RS body indexes nothing).
+        request it came in fails as a whole (a truncated STOW-RS body indexes nothing). With ``blobs``
+        the bytes go into that batch, which :meth:`commit_staged` publishes before it indexes.
         """
         try:
             prepared, payload = self.stager.prepare(source)
@@ -199,25 +208,36 @@ class Archive:
         # write lock anyway, and a re-sent identical instance writes nothing (its content-addressed blob
         # exists). Only a refused conflict writes a blob for nothing, which the commit deletes again.
         try:
-            self.stager.write_blob(prepared, payload)
+            self.stager.write_blob(prepared, payload, into=blobs)
         except StorageError as exc:
             log.error("blob store write failed for %s: %s", prepared.sop_instance_uid, exc)
-            return IngestResult(Outcome.REJECTED, prepared.sop_instance_uid, reason="out-of-resources",
-                                message="the archive could not store the instance (storage failure)",
-                                sop_class_uid=prepared.record.instance["sop_class_uid"])
+            return _storage_failure(prepared.sop_instance_uid, prepared.record.instance["sop_class_uid"])
         return stage(prepared)
 
-    def discard_staged(self, items: Sequence[StagedInstance]) -> None:
-        """Forget staged instances that will not be indexed: delete their blobs unless referenced."""
-        for item in items:
-            if not self.index.is_blob_referenced(item.blob_key):
-                self.blobs.delete(item.blob_key)
+    def discard_staged(self, items: Sequence[StagedInstance], *, blobs: BlobBatch | None = None) -> None:
+        """Forget staged instances that will not be indexed: delete their blobs unless referenced (with
+        ``blobs``, the batch they were written into: what it had not published yet simply goes)."""
+        keys = blobs.discard() if blobs is not None else [item.blob_key for item in items]
+        for key in dict.fromkeys(keys):
+            if not self.index.is_blob_referenced(key):
+                self.blobs.delete(key)
 
     # ------------------------------------------------------------------- batches
 
     def commit_staged(self, items: Sequence[StagedInstance], *, origin: str,
-                      journal: Sequence[JournalEntry] = ()) -> list[IngestResult]:
-        """Index instances whose blobs are already stored; then clean up and announce."""
+                      journal: Sequence[JournalEntry] = (), blobs: BlobBatch | None = None) -> list[IngestResult]:
+        """Index instances whose blobs are stored (or in ``blobs``, published first); clean up, announce.
+
+        A batch that cannot be published indexes nothing: every instance gets the storage failure.
+        """
+        if blobs is not None:
+            try:
+                blobs.publish()
+            except StorageError as exc:
+                log.error("blob store write failed for %d instance(s): %s", len(items), exc)
+                self.discard_staged(items, blobs=blobs)
+                return [_storage_failure(item.record.instance["sop_instance_uid"],
+                                         item.record.instance["sop_class_uid"]) for item in items]
         outcomes = self.index.commit(items, policy=self.settings.duplicate_policy, origin=origin,
                                      journal=journal)
         results = []

@@ -107,6 +107,8 @@ class StowRequest:
         self.reader = MultipartReader(boundary, spool_dir=spool_dir)
         self._slots = asyncio.Semaphore(parallelism)
         self._executor = executor
+        # The request's blobs are published together, just before its index commit (fewer disk waits).
+        self._blobs = archive.blobs.batch()
         self._tasks: list[asyncio.Task[StagedInstance | IngestResult]] = []
         self.received = 0
 
@@ -125,7 +127,7 @@ class StowRequest:
                                         message=f"part of type {media} is not application/dicom")
                 payload = part.payload()
                 result = await self._run(functools.partial(self.archive.stage, payload, origin="stow",
-                                                           study_instance_uid=self.study_uid))
+                                                           study_instance_uid=self.study_uid, blobs=self._blobs))
                 if isinstance(result, IngestResult) and result.sop_instance_uid is None:
                     sop_class, sop_instance = await self._run(functools.partial(_uids_of_unreadable, payload))
                     result = replace(result, sop_class_uid=sop_class, sop_instance_uid=sop_instance)
@@ -158,8 +160,7 @@ class StowRequest:
         self.reader.abort()
         results = await asyncio.gather(*self._tasks, return_exceptions=True)
         staged = [r for r in results if isinstance(r, StagedInstance)]
-        if staged:
-            await self._run(functools.partial(self.archive.discard_staged, staged))
+        await self._run(functools.partial(self.archive.discard_staged, staged, blobs=self._blobs))
 
     async def finish(self) -> StowOutcome:
         """Index everything staged in one transaction; the verdict for each instance."""
@@ -169,7 +170,8 @@ class StowRequest:
             await self.abandon()
             raise
         staged = [r for r in results if isinstance(r, StagedInstance)]
-        committed = iter(await self._run(functools.partial(self.archive.commit_staged, staged, origin="stow"))
+        committed = iter(await self._run(functools.partial(self.archive.commit_staged, staged, origin="stow",
+                                                           blobs=self._blobs))
                          if staged else [])
         outcome = StowOutcome()
         for result in results:

@@ -8,6 +8,7 @@ deleted after the index has durably switched to the new ones.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -46,3 +47,50 @@ class BlobStore(Protocol):
 
     def keys(self) -> Iterator[str]:
         """Every stored key (for consistency checks and garbage collection)."""
+
+    def batch(self) -> BlobBatch:
+        """A set of puts made durable and visible together (:class:`BlobBatch`)."""
+
+
+@runtime_checkable
+class BlobBatch(Protocol):
+    """Blobs of one request (a STOW-RS body) that become visible together, just before the index commit.
+
+    Why: making a blob durable costs a wait for the disk; a batch pays it once for all its blobs instead of
+    once per blob. The pipeline's order stays: every blob of the batch is durable under its key before
+    the index transaction that refers to it begins. ``put`` may be called from several threads at once.
+    """
+
+    def put(self, key: str, data: bytes | BinaryIO) -> None:
+        """Write ``data`` for ``key``; readers may not see it before :meth:`publish`."""
+
+    def publish(self) -> None:
+        """Make every blob put so far durable and visible under its key (each one atomically);
+        raises :class:`~imagebank.errors.StorageError`, after which none of them is to be indexed."""
+
+    def discard(self) -> list[str]:
+        """Forget what was put and not published; returns the keys already visible (a store without
+        deferred publishing), for the caller to delete unless the index refers to them."""
+
+
+class ImmediateBatch:
+    """The batch of a store whose single put is already atomic and durable (S3): nothing is deferred."""
+
+    def __init__(self, store: BlobStore) -> None:
+        self._store = store
+        self._keys: list[str] = []
+        self._lock = threading.Lock()
+
+    def put(self, key: str, data: bytes | BinaryIO) -> None:
+        self._store.put(key, data)
+        with self._lock:
+            self._keys.append(key)
+
+    def publish(self) -> None:
+        with self._lock:
+            self._keys.clear()
+
+    def discard(self) -> list[str]:
+        with self._lock:
+            keys, self._keys = self._keys, []
+        return keys

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from imagebank.errors import NotFound, StorageError
+from imagebank.storage.blobs.base import BlobBatch, ImmediateBatch
 
 
 class S3BlobStore:
@@ -113,6 +114,9 @@ class S3BlobStore:
 
     def delete(self, key: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def batch(self) -> BlobBatch:
+        return ImmediateBatch(self)  # a PUT is atomic and durable on its own
 
     def keys(self) -> Iterator[str]:
         paginator = self._client.get_paginator("list_objects_v2")
