@@ -198,3 +198,17 @@ def test_sigterm_stops_serve_with_all_its_processes(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+def test_uvicorn_buffers_a_megabyte_of_request_body_before_it_stops_reading(tmp_path: Path) -> None:
+    # The STOW-RS sender's CPU depends on it (web.server.BODY_BUFFER_BYTES says why); uvicorn has no setting
+    # for it, so this fails as soon as an upgrade renames the constant the server sets.
+    from uvicorn.protocols.http import h11_impl, httptools_impl
+
+    from imagebank.config import load_settings
+    from imagebank.web import server
+
+    config = server._config(object(), load_settings(tmp_path, environ={}))
+    assert config is not None and server.BODY_BUFFER_BYTES == 1 << 20
+    assert httptools_impl.HIGH_WATER_LIMIT == h11_impl.HIGH_WATER_LIMIT == server.BODY_BUFFER_BYTES
+    assert "HIGH_WATER_LIMIT" in vars(httptools_impl) and "HIGH_WATER_LIMIT" in vars(h11_impl)
