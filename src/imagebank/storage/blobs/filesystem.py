@@ -82,7 +82,7 @@ class FilesystemBlobStore:
         try:
             os.replace(tmp, final)
             if self.fsync:
-                self._fsync_dir(final.parent)
+                self._fsync_path(final.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise StorageError(f"cannot write blob {key}: {exc.strerror or exc}") from exc
@@ -137,7 +137,7 @@ class FilesystemBlobStore:
             buffer = self._buffers.buffer = mmap.mmap(-1, _DIRECT_BUFFER)  # page-aligned, reused per thread
         return buffer
 
-    def _put_direct(self, tmp: Path, data: bytes | BinaryIO, *, sync: bool = True) -> None:
+    def _put_direct(self, tmp: Path, data: bytes | BinaryIO, *, sync: bool) -> None:
         """Write ``data`` to ``tmp`` with O_DIRECT (whole aligned blocks, then cut to the real length) and
         fsync it when ``sync``; raises :class:`_DirectIoRefused` when the filesystem refuses O_DIRECT."""
         try:
@@ -200,8 +200,9 @@ class FilesystemBlobStore:
             return open(tmp, "wb")
 
     @staticmethod
-    def _fsync_dir(directory: Path) -> None:
-        fd = os.open(directory, os.O_RDONLY)
+    def _fsync_path(path: Path) -> None:
+        """fsync a file or a directory (a directory's fsync makes its renames and new entries durable)."""
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             os.fsync(fd)
         finally:
@@ -286,28 +287,25 @@ class _FilesystemBatch:
         renamed = 0
         try:
             if store.fsync:
-                self._make_durable(lambda: [tmp for tmp, _ in pending])
+                self._make_durable(tmp for tmp, _ in pending)
             for tmp, final in pending:
                 os.replace(tmp, final)
                 renamed += 1
             if store.fsync:
-                self._make_durable(lambda: dict.fromkeys(d for _, final in pending for d in _dirs_up_to(final, store.root)))
+                self._make_durable(dict.fromkeys(store.root / d for _, final in pending
+                                                 for d in final.relative_to(store.root).parents))
         except OSError as exc:
             for tmp, _ in pending[renamed:]:
                 tmp.unlink(missing_ok=True)
             raise StorageError(f"cannot store {len(pending)} blob(s): {exc.strerror or exc}") from exc
 
-    def _make_durable(self, paths: Callable[[], Iterable[Path]]) -> None:
-        """One ``syncfs``, else an fsync of each of ``paths()``."""
+    def _make_durable(self, paths: Iterable[Path]) -> None:
+        """One ``syncfs``, else an fsync of each of ``paths`` (files, or every directory up to the root)."""
         try:
             self._store._sync_filesystem()
         except _NoSyncfs:
-            for path in paths():
-                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+            for path in paths:
+                self._store._fsync_path(path)
 
     def discard(self) -> list[str]:
         with self._lock:
@@ -316,12 +314,3 @@ class _FilesystemBatch:
             tmp.unlink(missing_ok=True)
         return []
 
-
-def _dirs_up_to(path: Path, root: Path) -> list[Path]:
-    """The directories from ``path``'s own up to ``root``: where a rename or a new directory is recorded."""
-    dirs = []
-    parent = path.parent
-    while parent != root and root in parent.parents:
-        dirs.append(parent)
-        parent = parent.parent
-    return [*dirs, root]
