@@ -77,6 +77,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Serve the web pages and HTTP API of the archive (sign-in required)."""
     import secrets
 
+    from imagebank.accept import NOT_LISTENING, AcceptTurn
     from imagebank.context import open_archive, open_security
     from imagebank.runtime import tune_server_process
     from imagebank.security.roles import Role
@@ -114,7 +115,6 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     listener, helpers = None, []
     if settings.dicom.enabled:
         from imagebank.dimse.scp import (
-            NOT_LISTENING,
             DicomListener,
             SharedListener,
             listener_processes,
@@ -144,9 +144,12 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         tls_note = " (TLS)" if settings.dicom.tls_certfile else ""
         click.echo(f"  DICOM listener {settings.dicom.ae_title} on {settings.dicom.host}:{listener.port}{tls_note}; "
                    f"{len(settings.dicom.peers)} known peer(s); {processes} process(es)")
+    http_count = http_processes(settings)
+    connections = spawn.Array("i", [0] + [NOT_LISTENING] * (http_count - 1), lock=False)  # open, per process
+    turns = [AcceptTurn(connections, n) if http_count > 1 else None for n in range(http_count)]
     http_helpers = [spawn.Process(target=run_http_process, name=f"http-{n}", daemon=True,
-                                  args=(settings, os.getpid(), http_socket, logging.getLogger().level))
-                    for n in range(1, http_processes(settings))]
+                                  args=(settings, os.getpid(), http_socket, logging.getLogger().level, turns[n]))
+                    for n in range(1, http_count)]
     for helper in http_helpers:
         helper.start()
     click.echo(f"  HTTP: {len(http_helpers) + 1} process(es)")
@@ -157,7 +160,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     # HTTP processes on their ports).
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        serve_http(app, settings, http_socket)
+        serve_http(app, settings, http_socket, turns[0])
     finally:
         if listener is not None:
             listener.stop()

@@ -464,7 +464,8 @@ def test_listener_processes_share_connections_by_load() -> None:
     from pynetdicom import AE
     from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-    from imagebank.dimse.scp import _YIELD_FOR, SharedListener, _SharedServer
+    from imagebank.accept import YIELD_FOR
+    from imagebank.dimse.scp import SharedListener, _SharedServer
 
     loads = multiprocessing.get_context("spawn").Array("i", [0, 0], lock=False)
     ae = AE()
@@ -488,7 +489,7 @@ def test_listener_processes_share_connections_by_load() -> None:
         loads[1] = 1  # now the second one is less busy but does not take it (stuck sibling)
         with pytest.raises(BlockingIOError):
             first.get_request()
-        time.sleep(_YIELD_FOR)
+        time.sleep(YIELD_FOR)
         accepted, _ = first.get_request()
         accepted.close()
         # the load is counted, not incremented: this process's one accepted connection (its association

@@ -212,3 +212,52 @@ def test_uvicorn_buffers_a_megabyte_of_request_body_before_it_stops_reading(tmp_
     assert config is not None and server.BODY_BUFFER_BYTES == 1 << 20
     assert httptools_impl.HIGH_WATER_LIMIT == h11_impl.HIGH_WATER_LIMIT == server.BODY_BUFFER_BYTES
     assert "HIGH_WATER_LIMIT" in vars(httptools_impl) and "HIGH_WATER_LIMIT" in vars(h11_impl)
+
+
+def test_each_new_connection_goes_to_the_http_process_with_the_fewest(tmp_path: Path) -> None:
+    """With several HTTP processes on one port, the one with the fewest open connections accepts: 8
+    connections opened one after the other end up 4 and 4 (whoever called accept() first used to win: 7 and 1,
+    and 2 STOW-RS clients shared one process's core a third of the time)."""
+    import socket
+    import time
+
+    import psutil
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
+    env.update(IMAGEBANK_DICOM__ENABLED="false", IMAGEBANK_SERVER__PROCESSES="2")
+    proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(tmp_path / "d"), "serve",
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    clients: list[socket.socket] = []
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/healthz", proc)
+        server = psutil.Process(proc.pid)
+        processes = [server, *(c for c in server.children() if "spawn_main" in " ".join(c.cmdline()))]
+        assert len(processes) == 2
+
+        def open_connections() -> list[int]:
+            return [sum(1 for c in p.net_connections() if c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+                    for p in processes]
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the second process takes connections once its app is built
+            probe = socket.create_connection(("127.0.0.1", port))
+            time.sleep(0.1)
+            taken = open_connections()
+            probe.close()
+            if taken[1]:
+                break
+        while any(open_connections()):
+            time.sleep(0.05)
+        for _ in range(8):
+            clients.append(socket.create_connection(("127.0.0.1", port)))
+            time.sleep(0.1)  # an idle connection: it counts as long as it is open
+        assert open_connections() == [4, 4]
+        for client in clients:  # and they are served
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert client.recv(100).startswith(b"HTTP/1.1 200")
+    finally:
+        for client in clients:
+            client.close()
+        proc.terminate()
+        proc.wait(10)

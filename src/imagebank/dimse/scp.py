@@ -40,6 +40,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
+from imagebank.accept import RECHECK_EVERY, AcceptTurn
 from imagebank.archive import Archive, Outcome
 from imagebank.config import DicomSettings, Settings
 from imagebank.dicom import quiet_pydicom
@@ -416,26 +417,14 @@ class SharedListener:
     socket: socket.socket | None = None
 
 
-#: The load of a listener process that is still starting: the others do not leave connections to it.
-NOT_LISTENING = 1 << 30
-#: How long a busier process leaves a waiting connection to the others before taking it anyway (a
-#: stuck or dead sibling must never leave a caller unanswered).
-_YIELD_FOR = 0.05
-
-
 class _SharedServer(ThreadedAssociationServer):
     """One of several listener processes accepting on one shared socket, each taking a waiting connection
-    only while no other process has fewer open associations.
-
-    Why not SO_REUSEPORT: the kernel then hashes each connection to a process, so 4 associations from a
-    PACS often land 3 and 1 (or 4 and 0) on 2 processes, and the busy one's GIL caps the throughput.
-    Sharing the accept queue and letting the least busy process accept spreads them evenly over the cores.
-    """
+    only while no other process has fewer open associations (:mod:`imagebank.accept`)."""
 
     def __init__(self, *args: Any, share: SharedListener, **kwargs: Any) -> None:
         self.share = share
+        self._turn = AcceptTurn(share.loads, share.slot)
         self._lock = threading.Lock()
-        self._waiting_since: float | None = None
         #: Accepted connections whose association thread has not started yet (not active_associations yet).
         self._starting = 0
         super().__init__(*args, **kwargs)
@@ -465,7 +454,7 @@ class _SharedServer(ThreadedAssociationServer):
     def _set_load(self, starting: int = 0) -> None:
         with self._lock:
             self._starting += starting
-            self.share.loads[self.share.slot] = len(self.active_associations) + self._starting
+            self._turn.publish(len(self.active_associations) + self._starting)
 
     def service_actions(self) -> None:
         super().service_actions()
@@ -478,16 +467,9 @@ class _SharedServer(ThreadedAssociationServer):
             self._set_load(-1)
 
     def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        loads, slot = self.share.loads, self.share.slot
-        mine = loads[slot]
-        if any(other < mine for other in loads[:]):
-            now = time.monotonic()
-            if self._waiting_since is None:
-                self._waiting_since = now
-            if now - self._waiting_since < _YIELD_FOR:
-                time.sleep(0.002)
-                raise BlockingIOError("a less busy listener process takes this connection")
-        self._waiting_since = None
+        if not self._turn.mine():
+            time.sleep(RECHECK_EVERY)
+            raise BlockingIOError("a less busy listener process takes this connection")
         client, address = cast(socket.socket, self.socket).accept()  # BlockingIOError: a sibling took it
         self._set_load(+1)
         if self.ssl_context:

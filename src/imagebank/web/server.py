@@ -2,14 +2,16 @@
 
 Why several processes: one Python interpreter runs Python code on one core at a time, and a STOW-RS
 request keeps it busy (receiving and splitting the body, parsing every instance). The processes are
-equal: each opens its own index connections and builds its own app from the same settings, and the kernel
-hands each new connection to one of them. Everything they share lives in the index database (sessions,
-tokens, lockouts, the audit trail) or the data folder, so any process can answer any request. The sign-in
-rate limit is counted per process (the account lockout, in the database, is not).
+equal: each opens its own index connections and builds its own app from the same settings, and the one
+with the fewest open connections accepts each new one (:mod:`imagebank.accept`). Everything they share
+lives in the index database (sessions, tokens, lockouts, the audit trail) or the data folder, so any
+process can answer any request. The sign-in rate limit is counted per process (the account lockout, in
+the database, is not).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -17,6 +19,7 @@ import threading
 import time
 from typing import Any
 
+from imagebank.accept import RECHECK_EVERY, AcceptTurn
 from imagebank.config import Settings
 
 log = logging.getLogger(__name__)
@@ -64,14 +67,90 @@ def _config(app: Any, settings: Settings) -> Any:
                           forwarded_allow_ips=",".join(sec.trusted_proxies) or None)
 
 
-def serve_http(app: Any, settings: Settings, sock: socket.socket) -> None:
-    """Serve ``app`` on ``sock`` until SIGINT/SIGTERM (uvicorn's own signal handling)."""
+def serve_http(app: Any, settings: Settings, sock: socket.socket, turn: AcceptTurn | None = None) -> None:
+    """Serve ``app`` on ``sock`` until SIGINT/SIGTERM (uvicorn's own signal handling); with ``turn``, as one
+    of several processes on that socket, taking a connection only when it is this one's turn."""
     import uvicorn
 
-    uvicorn.Server(_config(app, settings)).run(sockets=[sock])
+    config = _config(app, settings)
+    if turn is None:
+        uvicorn.Server(config).run(sockets=[sock])
+    else:
+        _balanced_server(config, sock, turn).run()
 
 
-def run_http_process(settings: Settings, parent: int, sock: socket.socket, log_level: int) -> None:
+def _balanced_server(config: Any, sock: socket.socket, turn: AcceptTurn) -> Any:
+    """A uvicorn server whose process accepts from the shared ``sock`` itself, when ``turn`` says so, and
+    hands each connection to uvicorn's own HTTP protocol (``loop.connect_accepted_socket``)."""
+    import uvicorn
+
+    class BalancedServer(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets=[])  # the lifespan, uvicorn's state; no listener of its own
+            self._loop = asyncio.get_running_loop()
+            self._handshaking = 0
+            self._protocol = _counted(self.config.http_protocol_class, self._publish_load)
+            sock.setblocking(False)
+            self._loop.add_reader(sock.fileno(), self._on_waiting)
+            self._publish_load()  # listening now (a process starts as NOT_LISTENING)
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            self._loop.remove_reader(sock.fileno())
+            await super().shutdown(sockets)
+
+        def _publish_load(self) -> None:
+            turn.publish(len(self.server_state.connections) + self._handshaking)
+
+        def _on_waiting(self) -> None:
+            if not turn.mine():  # a less busy sibling takes it; look again soon
+                self._loop.remove_reader(sock.fileno())
+                self._loop.call_later(RECHECK_EVERY, self._loop.add_reader, sock.fileno(), self._on_waiting)
+                return
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return  # a sibling took it
+            except OSError as exc:  # out of file descriptors and the like: the connection waits
+                log.warning("could not accept an HTTP connection: %s", exc)
+                return
+            conn.setblocking(False)
+            self._handshaking += 1
+            self._publish_load()
+            self._loop.create_task(self._connect(conn))
+
+        async def _connect(self, conn: socket.socket) -> None:
+            try:
+                await self._loop.connect_accepted_socket(
+                    lambda: self._protocol(config=self.config, server_state=self.server_state,
+                                           app_state=self.lifespan.state),
+                    conn, ssl=self.config.ssl)
+            except OSError as exc:  # a TLS handshake that failed (ssl.SSLError), a client gone, a timeout
+                log.debug("HTTP connection dropped before its first request: %s", exc)
+                conn.close()
+            finally:
+                self._handshaking -= 1
+                self._publish_load()
+
+    return BalancedServer(config)
+
+
+def _counted(protocol: type[Any], changed: Any) -> type[Any]:
+    """``protocol`` (uvicorn's HTTP protocol class), calling ``changed()`` when a connection opens or closes."""
+
+    class Counted(protocol):  # type: ignore[misc, valid-type]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            changed()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            changed()
+
+    return Counted
+
+
+def run_http_process(settings: Settings, parent: int, sock: socket.socket, log_level: int,
+                     turn: AcceptTurn | None = None) -> None:
     """Entry point of an extra HTTP process (spawned: nothing is inherited but its arguments)."""
     from imagebank.context import open_archive, open_security
     from imagebank.dicom import quiet_pydicom
@@ -87,7 +166,7 @@ def run_http_process(settings: Settings, parent: int, sock: socket.socket, log_l
     app = create_app(settings, archive, accounts, audit)
     tune_server_process()
     threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True, name="parent-watch").start()
-    serve_http(app, settings, sock)
+    serve_http(app, settings, sock, turn)
 
 
 def _exit_with_parent(parent: int) -> None:
