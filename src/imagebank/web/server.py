@@ -88,23 +88,25 @@ def _balanced_server(config: Any, sock: socket.socket, turn: AcceptTurn) -> Any:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets=[])  # the lifespan, uvicorn's state; no listener of its own
             self._loop = asyncio.get_running_loop()
-            self._handshaking = 0
+            self._connecting: set[asyncio.Task[None]] = set()  # accepted, not yet handed to uvicorn
             self._protocol = _counted(self.config.http_protocol_class, self._publish_load)
             sock.setblocking(False)
+            self._accepting = True
             self._loop.add_reader(sock.fileno(), self._on_waiting)
             self._publish_load()  # listening now (a process starts as NOT_LISTENING)
 
         async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            self._accepting = False
             self._loop.remove_reader(sock.fileno())
             await super().shutdown(sockets)
 
         def _publish_load(self) -> None:
-            turn.publish(len(self.server_state.connections) + self._handshaking)
+            turn.publish(len(self.server_state.connections) + len(self._connecting))
 
         def _on_waiting(self) -> None:
             if not turn.mine():  # a less busy sibling takes it; look again soon
                 self._loop.remove_reader(sock.fileno())
-                self._loop.call_later(RECHECK_EVERY, self._loop.add_reader, sock.fileno(), self._on_waiting)
+                self._loop.call_later(RECHECK_EVERY, self._listen_again)
                 return
             try:
                 conn, _ = sock.accept()
@@ -114,9 +116,18 @@ def _balanced_server(config: Any, sock: socket.socket, turn: AcceptTurn) -> Any:
                 log.warning("could not accept an HTTP connection: %s", exc)
                 return
             conn.setblocking(False)
-            self._handshaking += 1
+            task = self._loop.create_task(self._connect(conn))
+            self._connecting.add(task)
+            task.add_done_callback(self._connected)
             self._publish_load()
-            self._loop.create_task(self._connect(conn))
+
+        def _connected(self, task: asyncio.Task[None]) -> None:
+            self._connecting.discard(task)
+            self._publish_load()
+
+        def _listen_again(self) -> None:
+            if self._accepting:  # not shutting down meanwhile
+                self._loop.add_reader(sock.fileno(), self._on_waiting)
 
         async def _connect(self, conn: socket.socket) -> None:
             try:
@@ -127,9 +138,6 @@ def _balanced_server(config: Any, sock: socket.socket, turn: AcceptTurn) -> Any:
             except OSError as exc:  # a TLS handshake that failed (ssl.SSLError), a client gone, a timeout
                 log.debug("HTTP connection dropped before its first request: %s", exc)
                 conn.close()
-            finally:
-                self._handshaking -= 1
-                self._publish_load()
 
     return BalancedServer(config)
 
