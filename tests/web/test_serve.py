@@ -215,9 +215,9 @@ def test_uvicorn_buffers_a_megabyte_of_request_body_before_it_stops_reading(tmp_
 
 
 def test_each_new_connection_goes_to_the_http_process_with_the_fewest(tmp_path: Path) -> None:
-    """With several HTTP processes on one port, the one with the fewest open connections accepts: 8
-    connections opened one after the other end up 4 and 4 (whoever called accept() first used to win: 7 and 1,
-    and 2 STOW-RS clients shared one process's core a third of the time)."""
+    """``serve`` answers once all its HTTP processes accept, and the one with the fewest open connections
+    accepts each new one: 8 connections opened one after the other end up 4 and 4 (whoever called accept()
+    first used to win: 7 and 1, and 2 STOW-RS clients shared one process's core a third of the time)."""
     import socket
     import time
 
@@ -239,15 +239,7 @@ def test_each_new_connection_goes_to_the_http_process_with_the_fewest(tmp_path: 
             return [sum(1 for c in p.net_connections() if c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
                     for p in processes]
 
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:  # the second process takes connections once its app is built
-            probe = socket.create_connection(("127.0.0.1", port))
-            time.sleep(0.1)
-            taken = open_connections()
-            probe.close()
-            if taken[1]:
-                break
-        while any(open_connections()):
+        while any(open_connections()):  # serving means both accept: no waiting for the second one here
             time.sleep(0.05)
         for _ in range(8):
             clients.append(socket.create_connection(("127.0.0.1", port)))
