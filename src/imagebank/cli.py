@@ -145,7 +145,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
         click.echo(f"  DICOM listener {settings.dicom.ae_title} on {settings.dicom.host}:{listener.port}{tls_note}; "
                    f"{len(settings.dicom.peers)} known peer(s); {processes} process(es)")
     http_count = http_processes(settings)
-    connections = spawn.Array("i", [0] + [NOT_LISTENING] * (http_count - 1), lock=False)  # open, per process
+    # Open connections per process; NOT_LISTENING until it serves (the first one too: it waits for the others).
+    connections = spawn.Array("i", [NOT_LISTENING] * http_count, lock=False)
     turns = [AcceptTurn(connections, n) if http_count > 1 else None for n in range(http_count)]
     http_helpers = [spawn.Process(target=run_http_process, name=f"http-{n}", daemon=True,
                                   args=(settings, os.getpid(), http_socket, logging.getLogger().level, turns[n]))
