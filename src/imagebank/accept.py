@@ -26,6 +26,14 @@ YIELD_FOR = 0.05
 RECHECK_EVERY = 0.002
 
 
+def wait_for_helpers(loads: Any, helpers: list[Any], timeout: float = 120) -> None:
+    """Wait until every helper process (slots 1..n of ``loads``) accepts, one of them dies, or ``timeout``:
+    ready means every process accepts, or the first one would take every connection meanwhile."""
+    deadline = time.monotonic() + timeout
+    while NOT_LISTENING in loads[1:] and time.monotonic() < deadline and all(h.is_alive() for h in helpers):
+        time.sleep(0.05)
+
+
 class AcceptTurn:
     """Whose turn it is to accept, for the process in ``slot`` of ``loads`` (a shared integer array)."""
 

@@ -77,7 +77,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     """Serve the web pages and HTTP API of the archive (sign-in required)."""
     import secrets
 
-    from imagebank.accept import NOT_LISTENING, AcceptTurn
+    from imagebank.accept import NOT_LISTENING, AcceptTurn, wait_for_helpers
     from imagebank.context import open_archive, open_security
     from imagebank.runtime import tune_server_process
     from imagebank.security.roles import Role
@@ -136,11 +136,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
                        for n in range(1, processes)]
             for helper in helpers:
                 helper.start()
-            # Ready means every listener accepts: until then the first process would take all connections
-            # (an association stays with its process for its whole life).
-            deadline = time.monotonic() + 120
-            while NOT_LISTENING in loads[:] and time.monotonic() < deadline and all(h.is_alive() for h in helpers):
-                time.sleep(0.1)
+            wait_for_helpers(loads, helpers)  # an association stays with its process for its whole life
         tls_note = " (TLS)" if settings.dicom.tls_certfile else ""
         click.echo(f"  DICOM listener {settings.dicom.ae_title} on {settings.dicom.host}:{listener.port}{tls_note}; "
                    f"{len(settings.dicom.peers)} known peer(s); {processes} process(es)")
@@ -158,12 +154,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     try:
         for helper in http_helpers:
             helper.start()
-        # As with the DICOM listener: serving means every process accepts; until then the first one would take
-        # every connection (measured: the first 300 CT slices of a STOW-RS run at 230/s, not 370-480).
-        deadline = time.monotonic() + 120
-        while NOT_LISTENING in connections[1:] and time.monotonic() < deadline \
-                and all(h.is_alive() for h in http_helpers):
-            time.sleep(0.05)
+        # (measured without: a fresh server's first 300 CT slices over STOW-RS at 230/s, not 370-480)
+        wait_for_helpers(connections, http_helpers)
         click.echo(f"  HTTP: {len(http_helpers) + 1} process(es)")
         sys.stdout.flush()
         tune_server_process()
