@@ -64,3 +64,78 @@ def test_requirement_checks_on_the_pool_thread() -> None:
         answer = httpx.get(f"{server.url}/guarded", timeout=20)
     assert (answer.status_code, answer.json()) == (403, {"detail": "refused for the test"})
     assert len(seen) == 1 and seen[0].startswith("blocking")
+
+
+def _recording_app(seen: list[tuple[str, str]], *, allow: bool) -> FastAPI:
+    from fastapi import Depends
+
+    from imagebank.security.roles import Permission
+
+    class Recording(Requirement):
+        def check(self, request):  # type: ignore[no-untyped-def]
+            seen.append(("check", threading.current_thread().name))
+            if not allow:
+                raise HTTPException(403, "refused for the test")
+
+    app = FastAPI()
+
+    @app.get("/pooled/{item}", dependencies=[Depends(Recording(Permission.ARCHIVE_READ))])
+    @on_blocking_pool
+    def pooled(item: str) -> dict[str, str]:
+        seen.append(("body", threading.current_thread().name))
+        return {"item": item}
+
+    return app
+
+
+class _CountingPool(ThreadPoolExecutor):
+    def __init__(self) -> None:
+        super().__init__(max_workers=4, thread_name_prefix="blocking")
+        self.submitted = 0
+
+    def submit(self, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        self.submitted += 1
+        return super().submit(*args, **kwargs)
+
+
+def test_a_pooled_route_runs_its_requirement_check_in_its_own_hop_before_its_body(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from imagebank.web import blocking
+
+    pool = _CountingPool()
+    monkeypatch.setattr(blocking, "_POOL", pool)
+    seen: list[tuple[str, str]] = []
+    with LiveServer(_recording_app(seen, allow=True)) as server:
+        answers = [httpx.get(f"{server.url}/pooled/{n}", timeout=20) for n in range(3)]
+    pool.shutdown()
+    assert [(a.status_code, a.json()) for a in answers] == [(200, {"item": str(n)}) for n in range(3)]
+    # One hop per request: the check, then the body, on the same pool thread.
+    assert pool.submitted == 3
+    assert [what for what, _ in seen] == ["check", "body"] * 3
+    assert all(name.startswith("blocking") for _, name in seen)
+
+
+def test_a_refusing_check_in_the_route_hop_keeps_the_body_from_running() -> None:
+    seen: list[tuple[str, str]] = []
+    with LiveServer(_recording_app(seen, allow=False)) as server:
+        answers = [httpx.get(f"{server.url}/pooled/{n}", timeout=20) for n in range(3)]
+    assert [(a.status_code, a.json()) for a in answers] == [(403, {"detail": "refused for the test"})] * 3
+    assert [what for what, _ in seen] == ["check"] * 3
+
+
+def test_a_pooled_route_taking_its_requirement_as_a_parameter_fails_the_build() -> None:
+    import pytest
+    from fastapi import Depends
+
+    from imagebank.security.roles import Permission
+    from imagebank.web.auth import enforce_route_policies
+
+    app = FastAPI()
+    read = Depends(Requirement(Permission.ARCHIVE_READ))
+
+    @app.get("/pooled")
+    @on_blocking_pool
+    def pooled(principal: object = read) -> dict[str, str]:  # it would get None: the hop checks
+        return {}
+
+    with pytest.raises(RuntimeError, match=r"dependencies=\[\.\.\.\].*/pooled"):
+        enforce_route_policies(app.routes)

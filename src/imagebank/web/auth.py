@@ -7,6 +7,7 @@ authorization-matrix test reads the same declarations.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict, deque
 from typing import Any
@@ -19,7 +20,7 @@ from imagebank.security.accounts import Accounts
 from imagebank.security.audit import AuditEvent, AuditTrail
 from imagebank.security.policy import ANONYMOUS, Principal, decide
 from imagebank.security.roles import IDENTIFIED_DATA, Permission
-from imagebank.web.blocking import run_blocking
+from imagebank.web.blocking import RUNS_DEFERRED_CHECK, defer_to_route_hop, run_blocking
 
 SESSION_COOKIE = "imagebank_session"
 
@@ -58,7 +59,12 @@ class Requirement:
         self.permission = permission
         self.audit = audit or (("110110", "R") if permission in IDENTIFIED_DATA else None)
 
-    async def __call__(self, request: Request) -> Principal:
+    async def __call__(self, request: Request) -> Principal | None:
+        """The caller, checked; ``None`` when the check is left to the route's own pool hop (a route under
+        ``on_blocking_pool``, which :func:`enforce_route_policies` lets declare its Requirement only in
+        ``dependencies=[...]``, where the value goes unused)."""
+        if defer_to_route_hop(request, functools.partial(self.check, request)):
+            return None
         # The token lookup and the audit record touch the database: off the event loop, on the plain pool.
         return await run_blocking(self.check, request)
 
@@ -86,15 +92,23 @@ def route_requirement(route: APIRoute) -> Requirement | None:
 
 
 def enforce_route_policies(routes: list[Any]) -> None:
-    """Raise if any route lacks exactly one :class:`Requirement` (a new route must choose a policy)."""
-    missing = []
+    """Raise if any route lacks exactly one :class:`Requirement` (a new route must choose a policy), or holds
+    it where it cannot work: a route on the blocking pool gets no principal back from its Requirement (its own
+    hop runs the check), so the Requirement must sit in ``dependencies=[...]``, not among its parameters."""
+    missing, misplaced = [], []
     for route in routes:
         if isinstance(route, APIRoute) and route_requirement(route) is None:
             missing.append(f"{sorted(route.methods or ())} {route.path}")
+        elif isinstance(route, APIRoute) and getattr(route.endpoint, RUNS_DEFERRED_CHECK, False) and not any(
+                isinstance(d.dependency, Requirement) for d in route.dependencies):
+            misplaced.append(f"{sorted(route.methods or ())} {route.path}")
         elif isinstance(route, Mount):
             missing.append(f"mount {route.path} (mounts cannot carry a policy: use routes)")
     if missing:
         raise RuntimeError("routes without an authorization policy: " + "; ".join(missing))
+    if misplaced:
+        raise RuntimeError("routes on the blocking pool must declare their Requirement in dependencies=[...], "
+                           "not as a parameter: " + "; ".join(misplaced))
 
 
 class RateLimiter:
