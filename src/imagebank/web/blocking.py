@@ -13,7 +13,7 @@ worker loses nothing.
 A route under :func:`on_blocking_pool` also takes its authorization check into its own hop: the
 :class:`~imagebank.web.auth.Requirement` dependency leaves the check to the route (:func:`defer_to_route_hop`),
 and the route's hop runs it before the route body, so a request pays one pool hop instead of two (measured
-on the series of a study, 400 queries: about 0.1 ms less at p50).
+on the series of a study, 600 alternating queries: p50 0.13 ms lower, p95 0.19 ms lower).
 """
 
 from __future__ import annotations
