@@ -29,6 +29,7 @@ from sqlalchemy import Engine, bindparam, insert, select, update
 
 from imagebank.errors import ImagebankError
 from imagebank.security.secrets import hmac_sha256
+from imagebank.storage.database import sync_at_checkpoint
 from imagebank.storage.schema import audit_chain_head, audit_events
 
 GENESIS = "0" * 64
@@ -169,6 +170,7 @@ class AuditTrail:
         try:
             cursor = connection.cursor()
             if sql.sqlite:  # the driver runs in autocommit mode here: take the write lock up front
+                sync_at_checkpoint(connection)  # an fsync per request would cost every query 0.2 ms
                 cursor.execute("BEGIN IMMEDIATE")
             cursor.execute(sql.lock.string, sql.parameters(sql.lock))
             head = cursor.fetchone()

@@ -1,9 +1,13 @@
 """Engine creation and schema migrations for the metadata index.
 
 SQLite is tuned for an archive that one server process and CLI jobs share: WAL journal (readers never
-block the writer), ``synchronous=NORMAL`` (durable at checkpoint, never corrupt), a generous busy
-timeout, and ``BEGIN IMMEDIATE`` for every transaction so two writers queue on the lock instead of
-failing with "database is locked" when a read transaction tries to upgrade.
+block the writer), ``synchronous=FULL`` (a commit is on disk when it returns: a C-STORE or STOW-RS
+success, a new account or a pseudonym is never rolled back by a power cut; in WAL mode this is one
+fsync of the log per commit, and never of the database file), a generous busy timeout, and
+``BEGIN IMMEDIATE`` for every transaction so two writers queue on the lock instead of failing with
+"database is locked" when a read transaction tries to upgrade.
+
+One writer is exempt from the fsync: the audit record each request appends (:func:`sync_at_checkpoint`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 READ_ONLY = "imagebank_read_only"
+#: The ``PRAGMA synchronous`` level a pooled SQLite connection is at, kept in its pool record's ``info``.
+_SYNCHRONOUS = "imagebank_synchronous"
 
 
 def read_only(engine: Engine) -> Connection:
@@ -55,16 +61,44 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cursor = dbapi_conn.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        # NORMAL would sync the log only at checkpoints: a power cut could then roll back commits whose
+        # success was already answered (https://www.sqlite.org/pragma.html#pragma_synchronous).
+        cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=60000")
         cursor.close()
+        _record.info[_SYNCHRONOUS] = "FULL"
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Writers take the write lock up front (no deadlock when a read transaction later writes);
         # connections opened with read_only() start a deferred snapshot that never waits for writers.
-        conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READ_ONLY) else "BEGIN IMMEDIATE")
+        if conn.get_execution_options().get(READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+            return
+        _set_synchronous(conn.connection.dbapi_connection, conn.connection.info, "FULL")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _set_synchronous(dbapi_conn: Any, info: dict[str, Any], level: str) -> None:
+    """Put a pooled SQLite connection at ``level`` (a no-op when it is there already). SQLite takes the
+    pragma only outside a transaction, so this runs before ``BEGIN``."""
+    if info.get(_SYNCHRONOUS) != level:
+        dbapi_conn.execute(f"PRAGMA synchronous={level}")
+        info[_SYNCHRONOUS] = level
+
+
+def sync_at_checkpoint(connection: Any) -> None:
+    """The next commits of this pooled SQLite connection (from ``engine.raw_connection()``, before its
+    ``BEGIN``) reach the disk at the next checkpoint or the next durable commit of any writer, not when
+    they return: ``synchronous=NORMAL``, which survives any crash of the process and keeps the database
+    consistent, but may lose the last commits to a power cut.
+
+    Only the audit trail uses it: a record is appended for every request, reads included, and an fsync
+    each would add about 0.2 ms to every query (measured: QIDO-RS p50 1.77 against 1.94 ms). The
+    connection is put back at FULL by the next ``engine.begin()`` that draws it from the pool.
+    """
+    _set_synchronous(connection.dbapi_connection, connection.info, "NORMAL")
 
 
 def _alembic_config(engine: Engine) -> Any:
