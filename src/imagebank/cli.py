@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -81,6 +80,7 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     from imagebank.context import open_archive, open_security
     from imagebank.runtime import tune_server_process
     from imagebank.security.roles import Role
+    from imagebank.supervision import Helpers
     from imagebank.web.app import create_app, is_loopback
     from imagebank.web.server import http_processes, listen, run_http_process, serve_http
 
@@ -112,7 +112,8 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     import multiprocessing
 
     spawn = multiprocessing.get_context("spawn")
-    listener, helpers = None, []
+    listener = None
+    helpers: list[Helpers] = []  # one group per kind of helper process, stopped in the end
     if settings.dicom.enabled:
         from imagebank.dimse.scp import (
             DicomListener,
@@ -131,12 +132,12 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
                                  f"{exc.strerror or exc} (set dicom.port, or dicom.enabled = false)") from None
         if processes > 1:
             pinned = settings.model_copy(update={"dicom": settings.dicom.model_copy(update={"port": listener.port})})
-            helpers = [spawn.Process(target=run_listener_process, name=f"dicom-listener-{n}", daemon=True,
-                                     args=(pinned, os.getpid(), SharedListener(loads, n, listener.listening_socket)))
-                       for n in range(1, processes)]
-            for helper in helpers:
-                helper.start()
-            wait_for_helpers(loads, helpers)  # an association stays with its process for its whole life
+            shared_socket = listener.listening_socket
+            helpers.append(Helpers("DICOM listener", loads, range(1, processes), lambda n: spawn.Process(
+                target=run_listener_process, name=f"dicom-listener-{n}", daemon=True,
+                args=(pinned, os.getpid(), SharedListener(loads, n, shared_socket)))))
+            helpers[-1].start()
+            wait_for_helpers(loads, helpers[-1].running)  # an association stays with its process for its whole life
         tls_note = " (TLS)" if settings.dicom.tls_certfile else ""
         click.echo(f"  DICOM listener {settings.dicom.ae_title} on {settings.dicom.host}:{listener.port}{tls_note}; "
                    f"{len(settings.dicom.peers)} known peer(s); {processes} process(es)")
@@ -144,43 +145,31 @@ def serve(ctx: click.Context, host: str | None, port: int | None) -> None:
     # Open connections per process; NOT_LISTENING until it serves (the first one too: it waits for the others).
     connections = spawn.Array("i", [NOT_LISTENING] * http_count, lock=False)
     turns = [AcceptTurn(connections, n) if http_count > 1 else None for n in range(http_count)]
-    http_helpers = [spawn.Process(target=run_http_process, name=f"http-{n}", daemon=True,
-                                  args=(settings, os.getpid(), http_socket, logging.getLogger().level, turns[n]))
-                    for n in range(1, http_count)]
+    http_helpers = Helpers("HTTP", connections, range(1, http_count), lambda n: spawn.Process(
+        target=run_http_process, name=f"http-{n}", daemon=True,
+        args=(settings, os.getpid(), http_socket, logging.getLogger().level, turns[n])))
     # uvicorn answers SIGTERM by shutting down, then raises it again under the previous handler: make that
     # an exit through the cleanup below instead of the default instant death (which left the DICOM and
     # HTTP processes on their ports). Set before the HTTP processes start: they serve as soon as they can.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        for helper in http_helpers:
-            helper.start()
+        helpers.append(http_helpers)
+        http_helpers.start()
         # (measured without: a fresh server's first 300 CT slices over STOW-RS at 230/s, not 370-480)
-        wait_for_helpers(connections, http_helpers)
-        click.echo(f"  HTTP: {len(http_helpers) + 1} process(es)")
+        wait_for_helpers(connections, http_helpers.running)
+        click.echo(f"  HTTP: {len(http_helpers.running) + 1} process(es)")
         sys.stdout.flush()
         tune_server_process()
         serve_http(app, settings, http_socket, turns[0])
     finally:
         if listener is not None:
             listener.stop()
-        stop_processes([*helpers, *http_helpers])
+        for group in helpers:
+            group.stop()
 
 
 def _exit_on_sigterm(_signum: int, _frame: object) -> None:
     raise SystemExit(0)
-
-
-def stop_processes(processes: list[Any], timeout: float = 10) -> None:
-    """Terminate helper processes and wait for them; kill any still there after ``timeout`` seconds."""
-    for process in processes:
-        process.terminate()
-    deadline = time.monotonic() + timeout
-    for process in processes:
-        process.join(max(0.1, deadline - time.monotonic()))
-    for process in processes:
-        if process.is_alive():
-            process.kill()
-            process.join(5)
 
 
 @main.command()

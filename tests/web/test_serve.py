@@ -253,3 +253,45 @@ def test_each_new_connection_goes_to_the_http_process_with_the_fewest(tmp_path: 
             client.close()
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_killed_http_process_is_replaced_while_serve_goes_on(tmp_path: Path) -> None:
+    """An HTTP process killed under ``serve`` (``kill -9``, the OOM killer) is started again, and the port
+    keeps answering meanwhile."""
+    import signal
+    import time
+
+    import psutil
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEBANK_")}
+    env.update(IMAGEBANK_DICOM__ENABLED="false", IMAGEBANK_SERVER__PROCESSES="2")
+    proc = subprocess.Popen([sys.executable, "-m", "imagebank.cli", "--data", str(tmp_path / "d"), "serve",
+                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_serving(f"{base}/healthz", proc)
+        (helper,) = [c for c in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(c.cmdline())]
+        helper.send_signal(signal.SIGKILL)
+        helper.wait(10)
+        assert httpx.get(f"{base}/healthz", timeout=10).status_code == 200  # the first process answers
+        deadline = time.monotonic() + 60
+        successors: list[psutil.Process] = []
+        while not successors and time.monotonic() < deadline:
+            successors = [c for c in psutil.Process(proc.pid).children()
+                          if "spawn_main" in " ".join(c.cmdline()) and c.pid != helper.pid]
+            time.sleep(0.1)
+        assert len(successors) == 1
+        while time.monotonic() < deadline and not any(
+                c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in successors[0].net_connections()):
+            time.sleep(0.1)
+        with httpx.Client(base_url=base) as client:
+            assert {client.get("/healthz").status_code for _ in range(20)} == {200}
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0]
+        assert "HTTP process http-1 exited (code -9); starting it again" in output
+        assert not successors[0].is_running() or successors[0].status() == psutil.STATUS_ZOMBIE
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
