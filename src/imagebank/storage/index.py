@@ -127,6 +127,8 @@ _FILED_SERIES = (
     .where(series.c.series_instance_uid == bindparam("uid")).with_for_update(of=studies))
 _INSERT_INSTANCES = insert(instances).returning(instances.c.id, sort_by_parameter_order=True)
 _INSERT_HEADERS = insert(instance_headers)
+_MODALITIES_OF_STUDY = select(series.c.modality).where(
+    series.c.study_pk == bindparam("pk"), series.c.modality.is_not(None)).distinct()
 _COUNT_SERIES = update(series).where(series.c.id == bindparam("pk")).values(
     number_of_series_related_instances=series.c.number_of_series_related_instances + bindparam("n"))
 
@@ -158,6 +160,7 @@ class MetadataIndex:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._dialect = engine.dialect.name
+        self._create_stmts: dict[tuple[str, tuple[str, ...]], Any] = {}
 
     # ------------------------------------------------------------------ writes
 
@@ -199,10 +202,7 @@ class MetadataIndex:
         raise AssertionError("unreachable")
 
     def _modalities(self, conn: Connection, study_pk: int) -> str | None:
-        rows = conn.execute(
-            select(series.c.modality).where(series.c.study_pk == study_pk, series.c.modality.is_not(None))
-            .distinct()
-        ).scalars()
+        rows = conn.execute(_MODALITIES_OF_STUDY, {"pk": study_pk}).scalars()
         values = sorted({m for m in rows if m})
         return "\\".join(values) or None
 
@@ -212,6 +212,17 @@ class MetadataIndex:
         if self._dialect == "sqlite":
             return sqlite.insert(table)
         raise NotImplementedError(f"index dialect {self._dialect!r} is not supported")
+
+    def _create_stmt(self, table: Table, unique: tuple[str, ...]) -> Any:
+        """``INSERT .. ON CONFLICT (its unique key) DO NOTHING RETURNING id`` for a hierarchy table, built
+        once: the row goes in as execution parameters, so SQLAlchemy reuses the compiled statement instead
+        of building, and computing the cache key of, a bound literal for every value of every new row
+        (measured: 0.76 of the 1.26 ms that indexing one new single-instance study took under cProfile)."""
+        stmt = self._create_stmts.get((table.name, unique))
+        if stmt is None:
+            stmt = self._create_stmts[table.name, unique] = self._insert_stmt(table).on_conflict_do_nothing(
+                index_elements=list(unique)).returning(table.c.id)
+        return stmt
 
     def _remove_instance(self, conn: Connection, instance_pk: int) -> None:
         """Delete one instance row and keep every computed count and list consistent."""
@@ -359,15 +370,23 @@ def _fit(table: Table, values: dict[str, Any]) -> dict[str, Any]:
 
     Index columns are search copies: the full value stays in the stored bytes and the cached header.
     """
+    lengths = _LENGTHS.get(table.name)
+    if lengths is None:
+        lengths = _LENGTHS[table.name] = {c.key: getattr(c.type, "length", None) for c in table.c}
     fitted = {}
     for key, value in values.items():
         if isinstance(value, str):
-            value = value.replace("\x00", "")
-            length = getattr(table.c[key].type, "length", None) if key in table.c else None
+            if "\x00" in value:
+                value = value.replace("\x00", "")
+            length = lengths.get(key)
             if length and len(value) > length:
                 value = value[:length]
         fitted[key] = value
     return fitted
+
+
+#: table name -> column -> its text length limit (None: unlimited or not text), for :func:`_fit`.
+_LENGTHS: dict[str, dict[str, int | None]] = {}
 
 
 class _BatchWriter:
@@ -446,9 +465,7 @@ class _BatchWriter:
 
     def _create(self, table: Table, key: dict[str, Any], values: dict[str, Any]) -> int:
         """Insert a hierarchy row; if a concurrent writer just created it, replay the batch."""
-        pk = self.conn.execute(
-            self.index._insert_stmt(table).values(**_fit(table, values)).on_conflict_do_nothing(index_elements=list(key))
-            .returning(table.c.id)).scalar()
+        pk = self.conn.execute(self.index._create_stmt(table, tuple(key)), _fit(table, values)).scalar()
         if pk is None:
             raise _Retry()
         return int(pk)
