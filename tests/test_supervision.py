@@ -17,35 +17,52 @@ from imagebank.supervision import Helpers
 SPAWN = multiprocessing.get_context("spawn")
 
 
-def _helper(loads: Any, slot: int, started: Any, exit_code: int | None) -> None:
-    """What a helper does with its slot: the value it found there, then 0 (listening, no connection)."""
-    seen = loads[slot]
+def _helper(loads: Any, slot: int, report: Any, exit_code: int | None) -> None:
+    """What a helper does with its slot: the value it found there, then 0 (listening, no connection).
+
+    It reports through a lock-free shared array, not a Queue: a process killed while it holds a Queue's
+    lock would leave that lock held, and its successor's report would never arrive.
+    """
+    report[1] = loads[slot]  # what it found in its slot
     loads[slot] = 0
-    started.put((os.getpid(), seen))
+    report[2] += 1  # starts so far (one process at a time)
+    report[0] = os.getpid()  # last: the test waits for it
     if exit_code is not None:
         raise SystemExit(exit_code)
     time.sleep(120)
 
 
-def _helpers(loads: Any, started: Any, exit_code: int | None = None, **kwargs: Any) -> Helpers:
+def _helpers(loads: Any, report: Any, exit_code: int | None = None, **kwargs: Any) -> Helpers:
     return Helpers("test", loads, range(1, 2), lambda n: SPAWN.Process(
-        target=_helper, args=(loads, n, started, exit_code), name=f"test-{n}", daemon=True), **kwargs)
+        target=_helper, args=(loads, n, report, exit_code), name=f"test-{n}", daemon=True), **kwargs)
+
+
+def _until(condition: Any, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _shared() -> tuple[Any, Any]:
+    """The load array (slot 0: this process, slot 1: the helper, not listening yet) and the report."""
+    return SPAWN.Array("i", [0, NOT_LISTENING], lock=False), SPAWN.Array("i", [0, 0, 0], lock=False)
 
 
 def test_a_killed_helper_is_replaced_and_its_slot_is_not_listening_meanwhile(caplog: pytest.LogCaptureFixture) -> None:
-    loads = SPAWN.Array("i", [0, NOT_LISTENING], lock=False)
-    started = SPAWN.Queue()
-    helpers = _helpers(loads, started)
+    loads, report = _shared()
+    helpers = _helpers(loads, report)
     caplog.set_level(logging.WARNING, logger="imagebank.serve")
     helpers.start()
     try:
-        first, seen = started.get(timeout=60)
-        assert seen == NOT_LISTENING and loads[1] == 0
+        _until(lambda: report[0] != 0)
+        first = report[0]
+        assert report[1] == NOT_LISTENING and loads[1] == 0
         os.kill(first, signal.SIGKILL)
-        second, seen = started.get(timeout=60)
+        _until(lambda: report[0] != first)
         # The dead process's 0 was gone before its successor started: no sibling kept yielding to it.
-        assert second != first and seen == NOT_LISTENING
-        assert [p.pid for p in helpers.running] == [second]
+        assert report[1] == NOT_LISTENING
+        assert [p.pid for p in helpers.running] == [report[0]]
     finally:
         helpers.stop()
     assert not any(p.is_alive() for p in helpers.running)
@@ -53,32 +70,26 @@ def test_a_killed_helper_is_replaced_and_its_slot_is_not_listening_meanwhile(cap
 
 
 def test_a_helper_that_keeps_dying_is_left_down_with_an_error(caplog: pytest.LogCaptureFixture) -> None:
-    loads = SPAWN.Array("i", [0, NOT_LISTENING], lock=False)
-    started = SPAWN.Queue()
-    helpers = _helpers(loads, started, exit_code=3, restarts=2)
+    loads, report = _shared()
+    helpers = _helpers(loads, report, exit_code=3, restarts=2)
     caplog.set_level(logging.WARNING, logger="imagebank.serve")
     helpers.start()
     try:
-        for _ in range(3):  # the first start and two more
-            started.get(timeout=60)
-        deadline = time.monotonic() + 30
-        while helpers.running and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not helpers.running
+        _until(lambda: not helpers.running)
+        assert report[2] == 3  # the first start and two more
         assert loads[1] == NOT_LISTENING
-        assert started.empty()
     finally:
         helpers.stop()
     assert "exited (code 3) 3 times in 60 s: not starting it again" in caplog.text
 
 
 def test_stopping_starts_nothing_again() -> None:
-    loads = SPAWN.Array("i", [0, NOT_LISTENING], lock=False)
-    started = SPAWN.Queue()
-    helpers = _helpers(loads, started)
+    loads, report = _shared()
+    helpers = _helpers(loads, report)
     helpers.start()
-    started.get(timeout=60)
+    _until(lambda: report[0] != 0)
     before = helpers.running
     helpers.stop()  # terminates the helper: an exit the watcher must not answer with a new process
     assert helpers.running == before
     assert not any(p.is_alive() for p in before)
+    assert report[2] == 1
