@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,10 +121,25 @@ _LOCK_STUDY = select(studies.c.sop_classes_in_study).where(studies.c.id == bindp
 #: The common case of one lookup: an instance of a series already filed. Its series, study (locked on
 #: PostgreSQL: FOR UPDATE OF studies) and patient in one statement.
 _FILED_SERIES = (
-    select(series.c.id, series.c.study_pk, studies.c.study_instance_uid, studies.c.patient_pk,
-           studies.c.sop_classes_in_study, patients.c.patient_id, patients.c.issuer_of_patient_id)
+    select(series.c.series_instance_uid, series.c.id, series.c.study_pk, studies.c.study_instance_uid,
+           studies.c.patient_pk, studies.c.sop_classes_in_study, patients.c.patient_id, patients.c.issuer_of_patient_id)
     .join(studies, studies.c.id == series.c.study_pk).join(patients, patients.c.id == studies.c.patient_pk)
     .where(series.c.series_instance_uid == bindparam("uid")).with_for_update(of=studies))
+#: The same lookups for a whole batch at once (``uids``: an expanding IN list).
+_INSTANCES_BY_UIDS = select(
+    instances.c.sop_instance_uid, instances.c.id, instances.c.sha256, instances.c.blob_key,
+).where(instances.c.sop_instance_uid.in_(bindparam("uids", expanding=True)))
+_FILED_SERIES_BY_UIDS = (
+    select(series.c.series_instance_uid, series.c.id, series.c.study_pk, studies.c.study_instance_uid,
+           studies.c.patient_pk, studies.c.sop_classes_in_study, patients.c.patient_id, patients.c.issuer_of_patient_id)
+    .join(studies, studies.c.id == series.c.study_pk).join(patients, patients.c.id == studies.c.patient_pk)
+    .where(series.c.series_instance_uid.in_(bindparam("uids", expanding=True))).with_for_update(of=studies))
+_STUDIES_BY_UIDS = select(studies.c.study_instance_uid, studies.c.id, studies.c.patient_pk).where(
+    studies.c.study_instance_uid.in_(bindparam("uids", expanding=True)))
+_PATIENTS_BY_IDS = select(patients.c.patient_id, patients.c.issuer_of_patient_id, patients.c.id).where(
+    patients.c.patient_id.in_(bindparam("pids", expanding=True)))
+#: At most this many values in one IN list (SQLite allows 32766 bound parameters per statement).
+_LOOKUP_CHUNK = 500
 _INSERT_INSTANCES = insert(instances).returning(instances.c.id, sort_by_parameter_order=True)
 _INSERT_HEADERS = insert(instance_headers)
 _MODALITIES_OF_STUDY = select(series.c.modality).where(
@@ -150,6 +165,11 @@ _COUNT_PATIENT = update(patients).where(patients.c.id == bindparam("pk")).values
     number_of_patient_related_studies=patients.c.number_of_patient_related_studies + bindparam("n_studies"),
     number_of_patient_related_series=patients.c.number_of_patient_related_series + bindparam("n_series"),
     number_of_patient_related_instances=patients.c.number_of_patient_related_instances + bindparam("n_instances"))
+
+
+def _chunks(values: list[Any]) -> Iterator[list[Any]]:
+    for start in range(0, len(values), _LOOKUP_CHUNK):
+        yield values[start:start + _LOOKUP_CHUNK]
 
 
 def _now() -> dt.datetime:
@@ -182,6 +202,7 @@ class MetadataIndex:
             try:
                 with self.engine.begin() as conn:
                     batch = _BatchWriter(self, conn, policy, origin)
+                    batch.look_up(items)
                     outcomes = [batch.add(item) for item in items]
                     batch.flush()
                     self._write_journal(conn, journal)
@@ -405,11 +426,14 @@ class _BatchWriter:
         self.studies: dict[str, tuple[int, int] | None] = {}
         self.series: dict[str, tuple[int, int] | None] = {}
         self.known: dict[str, tuple[int | None, str, str]] = {}  # sop uid -> (pk, sha256, blob key)
+        self.absent: set[str] = set()  # sop uids looked up and not stored
         self.pending: list[tuple[dict[str, Any], str]] = []  # instance row, header json
         self.series_delta: dict[int, int] = defaultdict(int)
         self.study_delta: dict[int, list[int]] = defaultdict(lambda: [0, 0])  # series, instances
         self.patient_delta: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # studies, series, instances
         self.new_series_in: set[int] = set()
+        #: study pk -> the Modalities of its series, for a study this transaction created (so all its series)
+        self.new_study_modalities: dict[int, set[str]] = {}
         self.sop_classes: dict[int, set[str]] = defaultdict(set)
         #: study pk -> its SOP Classes in Study as read under this transaction's lock (None: not read yet)
         self.known_sop_classes: dict[int, set[str]] = {}
@@ -422,6 +446,63 @@ class _BatchWriter:
             current = self.conn.execute(_LOCK_STUDY, {"pk": pk}).scalar()
             self.known_sop_classes[pk] = set(current.split("\\")) if current else set()
 
+    def look_up(self, items: Sequence[StagedInstance]) -> None:
+        """Ask, in a few statements for the whole batch, what :meth:`add` would otherwise ask instance by
+        instance: which SOP Instances are stored, which series are filed (with study and patient), then
+        which of the other studies and patients exist. What is not found is remembered as absent.
+
+        Why: the transaction holds the index's write lock, so every writer of every process waits for its
+        statements. A batch of new single-instance studies took 6 SELECTs per instance (instance, series,
+        study, series again, patient, Modalities in Study); now 4 for the whole batch. Measured with STOW-RS
+        of header-only single-instance studies (requests of 50, 4 clients, 2 processes), A/B in alternating
+        rounds: 729 -> 797 instances/s.
+        """
+        sop_uids = list(dict.fromkeys(item.record.instance["sop_instance_uid"] for item in items))
+        for chunk in _chunks(sop_uids):
+            for stored in self.conn.execute(_INSTANCES_BY_UIDS, {"uids": chunk}):
+                self.known[stored.sop_instance_uid] = (stored.id, stored.sha256, stored.blob_key)
+        self.absent.update(uid for uid in sop_uids if uid not in self.known)
+
+        series_uids = [uid for uid in dict.fromkeys(item.record.series["series_instance_uid"] for item in items)
+                       if uid not in self.series]
+        for chunk in _chunks(series_uids):
+            for filed in self.conn.execute(_FILED_SERIES_BY_UIDS, {"uids": chunk}):
+                self._filed(filed)
+        unfiled = {uid for uid in series_uids if uid not in self.series}
+        for uid in unfiled:
+            self.series[uid] = None
+
+        study_uids = [uid for uid in dict.fromkeys(item.record.study["study_instance_uid"] for item in items
+                                                   if item.record.series["series_instance_uid"] in unfiled)
+                      if uid not in self.studies]
+        for chunk in _chunks(study_uids):
+            for study in self.conn.execute(_STUDIES_BY_UIDS, {"uids": chunk}):
+                self.studies[study.study_instance_uid] = (study.id, study.patient_pk)
+        new_studies = {uid for uid in study_uids if uid not in self.studies}
+        for uid in new_studies:
+            self.studies[uid] = None
+
+        keys = [key for key in dict.fromkeys((item.record.patient["patient_id"] or "",
+                                              item.record.patient["issuer_of_patient_id"]) for item in items
+                                             if item.record.study["study_instance_uid"] in new_studies)
+                if key not in self.patients]
+        wanted = set(keys)
+        for chunk in _chunks(list(dict.fromkeys(pid for pid, _ in keys))):
+            for patient in self.conn.execute(_PATIENTS_BY_IDS, {"pids": chunk}):
+                if (patient.patient_id, patient.issuer_of_patient_id) in wanted:
+                    self.patients[patient.patient_id, patient.issuer_of_patient_id] = patient.id
+        for key in keys:
+            self.patients.setdefault(key, None)
+
+    def _filed(self, row: Any) -> None:
+        """Cache a filed series row (of _FILED_SERIES or _FILED_SERIES_BY_UIDS) with its study and patient."""
+        self.series[row.series_instance_uid] = (row.id, row.study_pk)
+        self.studies.setdefault(row.study_instance_uid, (row.study_pk, row.patient_pk))
+        self.patients.setdefault((row.patient_id, row.issuer_of_patient_id), row.patient_pk)
+        if row.study_pk not in self.known_sop_classes:
+            current = row.sop_classes_in_study
+            self.known_sop_classes[row.study_pk] = set(current.split("\\")) if current else set()
+
     def _prefetch(self, series_uid: str) -> None:
         """Look up a filed series with its study and patient in one statement (and lock the study)."""
         if series_uid in self.series:
@@ -429,12 +510,7 @@ class _BatchWriter:
         row = self.conn.execute(_FILED_SERIES, {"uid": series_uid}).first()
         if row is None:
             return  # a new series: the lookups one by one decide where it goes
-        self.series[series_uid] = (row.id, row.study_pk)
-        self.studies.setdefault(row.study_instance_uid, (row.study_pk, row.patient_pk))
-        self.patients.setdefault((row.patient_id, row.issuer_of_patient_id), row.patient_pk)
-        if row.study_pk not in self.known_sop_classes:
-            current = row.sop_classes_in_study
-            self.known_sop_classes[row.study_pk] = set(current.split("\\")) if current else set()
+        self._filed(row)
 
     # -- lookups (cached for the batch) --
 
@@ -457,6 +533,8 @@ class _BatchWriter:
 
     def _existing(self, sop_uid: str) -> tuple[int | None, str, str] | None:
         if sop_uid not in self.known:
+            if sop_uid in self.absent:
+                return None
             row = self.conn.execute(_INSTANCE_BY_UID, {"uid": sop_uid}).first()
             if row is None:
                 return None
@@ -504,6 +582,7 @@ class _BatchWriter:
             self.studies.clear()
             self.series.clear()
             self.known_sop_classes.clear()
+            self.new_study_modalities.clear()
 
         patient_pk = self._patient_pk(patient_key)
         new_study = new_series = False
@@ -520,6 +599,7 @@ class _BatchWriter:
                 studies, {"study_instance_uid": 0},
                 {**rec.study, "patient_pk": patient_pk, "created_at": self.now, "updated_at": self.now}), patient_pk)
             self.known_sop_classes[study[0]] = set()
+            self.new_study_modalities[study[0]] = set()
             new_study = True
         series_uid = rec.series["series_instance_uid"]
         found = self._series(series_uid)
@@ -529,6 +609,9 @@ class _BatchWriter:
                 {**rec.series, "study_pk": study[0], "created_at": self.now}), study[0])
             new_series = True
             self.new_series_in.add(study[0])
+            if study[0] in self.new_study_modalities:  # as the series row holds it (clipped), like the query
+                modality = _fit(series, {"modality": rec.series.get("modality")})["modality"]
+                self.new_study_modalities[study[0]].add(modality)
 
         self.pending.append((_fit(instances, {
             **rec.instance, "series_pk": found[0], "transfer_syntax_uid": item.transfer_syntax_uid,
@@ -573,7 +656,9 @@ class _BatchWriter:
         for pk, (n_series, n_inst) in self.study_delta.items():
             values: dict[str, Any] = {"pk": pk, "n_series": n_series, "n_instances": n_inst, "now": self.now}
             if pk in self.new_series_in:
-                values["modalities"] = self.index._modalities(self.conn, pk)
+                created = self.new_study_modalities.get(pk)
+                values["modalities"] = (self.index._modalities(self.conn, pk) if created is None
+                                        else "\\".join(sorted(m for m in created if m)) or None)
             self._lock_study(pk)  # a no-op when already locked (and read) earlier in this transaction
             known = self.known_sop_classes[pk]
             if not self.sop_classes[pk] <= known:
