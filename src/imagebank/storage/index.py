@@ -119,21 +119,18 @@ _STUDY_BY_UID = select(studies.c.id, studies.c.patient_pk).where(studies.c.study
 _SERIES_BY_UID = select(series.c.id, series.c.study_pk).where(series.c.series_instance_uid == bindparam("uid"))
 _LOCK_STUDY = select(studies.c.sop_classes_in_study).where(studies.c.id == bindparam("pk")).with_for_update()
 #: The common case of one lookup: an instance of a series already filed. Its series, study (locked on
-#: PostgreSQL: FOR UPDATE OF studies) and patient in one statement.
-_FILED_SERIES = (
+#: PostgreSQL: FOR UPDATE OF studies) and patient in one statement (for one series, or a batch's).
+_FILED_SERIES_ROWS = (
     select(series.c.series_instance_uid, series.c.id, series.c.study_pk, studies.c.study_instance_uid,
            studies.c.patient_pk, studies.c.sop_classes_in_study, patients.c.patient_id, patients.c.issuer_of_patient_id)
     .join(studies, studies.c.id == series.c.study_pk).join(patients, patients.c.id == studies.c.patient_pk)
-    .where(series.c.series_instance_uid == bindparam("uid")).with_for_update(of=studies))
+    .with_for_update(of=studies))
+_FILED_SERIES = _FILED_SERIES_ROWS.where(series.c.series_instance_uid == bindparam("uid"))
 #: The same lookups for a whole batch at once (``uids``: an expanding IN list).
 _INSTANCES_BY_UIDS = select(
     instances.c.sop_instance_uid, instances.c.id, instances.c.sha256, instances.c.blob_key,
 ).where(instances.c.sop_instance_uid.in_(bindparam("uids", expanding=True)))
-_FILED_SERIES_BY_UIDS = (
-    select(series.c.series_instance_uid, series.c.id, series.c.study_pk, studies.c.study_instance_uid,
-           studies.c.patient_pk, studies.c.sop_classes_in_study, patients.c.patient_id, patients.c.issuer_of_patient_id)
-    .join(studies, studies.c.id == series.c.study_pk).join(patients, patients.c.id == studies.c.patient_pk)
-    .where(series.c.series_instance_uid.in_(bindparam("uids", expanding=True))).with_for_update(of=studies))
+_FILED_SERIES_BY_UIDS = _FILED_SERIES_ROWS.where(series.c.series_instance_uid.in_(bindparam("uids", expanding=True)))
 _STUDIES_BY_UIDS = select(studies.c.study_instance_uid, studies.c.id, studies.c.patient_pk).where(
     studies.c.study_instance_uid.in_(bindparam("uids", expanding=True)))
 _PATIENTS_BY_IDS = select(patients.c.patient_id, patients.c.issuer_of_patient_id, patients.c.id).where(
@@ -165,11 +162,6 @@ _COUNT_PATIENT = update(patients).where(patients.c.id == bindparam("pk")).values
     number_of_patient_related_studies=patients.c.number_of_patient_related_studies + bindparam("n_studies"),
     number_of_patient_related_series=patients.c.number_of_patient_related_series + bindparam("n_series"),
     number_of_patient_related_instances=patients.c.number_of_patient_related_instances + bindparam("n_instances"))
-
-
-def _chunks(values: list[Any]) -> Iterator[list[Any]]:
-    for start in range(0, len(values), _LOOKUP_CHUNK):
-        yield values[start:start + _LOOKUP_CHUNK]
 
 
 def _now() -> dt.datetime:
@@ -458,16 +450,14 @@ class _BatchWriter:
         rounds: 729 -> 797 instances/s.
         """
         sop_uids = list(dict.fromkeys(item.record.instance["sop_instance_uid"] for item in items))
-        for chunk in _chunks(sop_uids):
-            for stored in self.conn.execute(_INSTANCES_BY_UIDS, {"uids": chunk}):
-                self.known[stored.sop_instance_uid] = (stored.id, stored.sha256, stored.blob_key)
+        for stored in self._rows_in(_INSTANCES_BY_UIDS, "uids", sop_uids):
+            self.known[stored.sop_instance_uid] = (stored.id, stored.sha256, stored.blob_key)
         self.absent.update(uid for uid in sop_uids if uid not in self.known)
 
         series_uids = [uid for uid in dict.fromkeys(item.record.series["series_instance_uid"] for item in items)
                        if uid not in self.series]
-        for chunk in _chunks(series_uids):
-            for filed in self.conn.execute(_FILED_SERIES_BY_UIDS, {"uids": chunk}):
-                self._filed(filed)
+        for filed in self._rows_in(_FILED_SERIES_BY_UIDS, "uids", series_uids):
+            self._filed(filed)
         unfiled = {uid for uid in series_uids if uid not in self.series}
         for uid in unfiled:
             self.series[uid] = None
@@ -475,9 +465,8 @@ class _BatchWriter:
         study_uids = [uid for uid in dict.fromkeys(item.record.study["study_instance_uid"] for item in items
                                                    if item.record.series["series_instance_uid"] in unfiled)
                       if uid not in self.studies]
-        for chunk in _chunks(study_uids):
-            for study in self.conn.execute(_STUDIES_BY_UIDS, {"uids": chunk}):
-                self.studies[study.study_instance_uid] = (study.id, study.patient_pk)
+        for study in self._rows_in(_STUDIES_BY_UIDS, "uids", study_uids):
+            self.studies[study.study_instance_uid] = (study.id, study.patient_pk)
         new_studies = {uid for uid in study_uids if uid not in self.studies}
         for uid in new_studies:
             self.studies[uid] = None
@@ -487,12 +476,16 @@ class _BatchWriter:
                                              if item.record.study["study_instance_uid"] in new_studies)
                 if key not in self.patients]
         wanted = set(keys)
-        for chunk in _chunks(list(dict.fromkeys(pid for pid, _ in keys))):
-            for patient in self.conn.execute(_PATIENTS_BY_IDS, {"pids": chunk}):
-                if (patient.patient_id, patient.issuer_of_patient_id) in wanted:
-                    self.patients[patient.patient_id, patient.issuer_of_patient_id] = patient.id
+        for patient in self._rows_in(_PATIENTS_BY_IDS, "pids", list(dict.fromkeys(pid for pid, _ in keys))):
+            if (patient.patient_id, patient.issuer_of_patient_id) in wanted:
+                self.patients[patient.patient_id, patient.issuer_of_patient_id] = patient.id
         for key in keys:
             self.patients.setdefault(key, None)
+
+    def _rows_in(self, stmt: Any, name: str, values: list[Any]) -> Iterator[Any]:
+        """The rows of ``stmt`` for ``values`` as its expanding IN parameter ``name``, a chunk at a time."""
+        for start in range(0, len(values), _LOOKUP_CHUNK):
+            yield from self.conn.execute(stmt, {name: values[start:start + _LOOKUP_CHUNK]})
 
     def _filed(self, row: Any) -> None:
         """Cache a filed series row (of _FILED_SERIES or _FILED_SERIES_BY_UIDS) with its study and patient."""
