@@ -14,9 +14,9 @@ The same Python client (httpx) measures:
   series of one study and the instances of its largest series;
 - with ``--studies N``: N more studies (one header-only instance each, from the synthetic hospital) are
   loaded into both, and the QIDO-RS queries are timed again over the larger index;
-- WADO-RS: the largest study as multipart (MB/s, time to first byte), its series metadata, and a
-  rendered frame. Prints a table with the ratios, and which queries the two archives answered with a
-  different number of matches (their latencies do not compare); asserts nothing.
+- WADO-RS: the largest study as multipart, 12 times each (median MB/s and time to first byte), its
+  series metadata, and a rendered frame. Prints a table with the ratios, and which queries the two
+  archives answered with a different number of matches (their latencies do not compare); asserts nothing.
 
     python benchmarks/dicomweb_vs_orthanc.py [--slices 5000] [--queries 50] [--studies 100000]
 """
@@ -46,6 +46,8 @@ from dimse_vs_orthanc import free_port, wait_for  # noqa: E402
 from ingest import corpus, study_corpus  # noqa: E402 - the shared corpus generators
 
 ORTHANC_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+#: Retrievals of the whole study per archive, in alternating turns (the median is reported).
+WADO_ROUNDS = 12
 BOUNDARY = "benchmarkboundary"
 #: Both archives are plain HTTP on loopback: one TLS context for every client (httpx would otherwise load the
 #: system CA bundle for each new client, about 20 ms of the client's CPU that both servers then lack).
@@ -241,7 +243,10 @@ def measure(targets: list[Target], files: list[Path], queries: int,
     interleaved(targets, results, "rendered frame", lambda c: c.get(frame_url, headers={"Accept": "image/jpeg"}), 10,
                 p95=False)
     samples: dict[str, list[tuple[float, float, float]]] = {t.name: [] for t in targets}
-    for i in range(4):
+    # 12 rounds, not 4: on one warm machine, single retrievals of the 131 MB study ranged from 460 to
+    # 1,890 MB/s for either archive, and Imagebank's median was 942 MB/s over 4 rounds in one run and
+    # 1,466 over 12 within the same quarter of an hour.
+    for i in range(WADO_ROUNDS):
         for t in in_turn(targets, i):
             samples[t.name].append(ttfb_and_rate(
                 t, f"/studies/{study}", 'multipart/related; type="application/dicom"; transfer-syntax=*'))
