@@ -158,6 +158,30 @@ def _study_update(modalities: bool, sop_classes: bool) -> Any:
 
 
 _COUNT_STUDY = {(m, c): _study_update(m, c) for m in (False, True) for c in (False, True)}
+
+
+def _locate_statement(series_given: bool, instance_given: bool, with_headers: bool) -> Any:
+    """What :meth:`MetadataIndex.locate` runs: the stored instances of a study (``study``), of one of its
+    series (``series``) or one instance (``instance``), in reading order, with their cached headers or not."""
+    stmt = (select(studies.c.study_instance_uid, series.c.series_instance_uid, instances.c.sop_instance_uid,
+                   instances.c.sop_class_uid, instances.c.transfer_syntax_uid, instances.c.blob_key,
+                   instances.c.size, instances.c.number_of_frames, instances.c.rows)
+            .join(series, series.c.id == instances.c.series_pk)
+            .join(studies, studies.c.id == series.c.study_pk)
+            .where(studies.c.study_instance_uid == bindparam("study")))
+    if with_headers:
+        stmt = stmt.add_columns(instance_headers.c.dicom_json).join(
+            instance_headers, instance_headers.c.instance_pk == instances.c.id)
+    if series_given:
+        stmt = stmt.where(series.c.series_instance_uid == bindparam("series"))
+    if instance_given:
+        stmt = stmt.where(instances.c.sop_instance_uid == bindparam("instance"))
+    return stmt.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
+
+
+#: Every retrieve and rendered image locates first; built once, like the ingest statements above (building
+#: one per request cost about 0.4 ms of the event loop's time).
+_LOCATE = {(s, i, h): _locate_statement(s, i, h) for s in (False, True) for i in (False, True) for h in (False, True)}
 _COUNT_PATIENT = update(patients).where(patients.c.id == bindparam("pk")).values(
     number_of_patient_related_studies=patients.c.number_of_patient_related_studies + bindparam("n_studies"),
     number_of_patient_related_series=patients.c.number_of_patient_related_series + bindparam("n_series"),
@@ -313,24 +337,11 @@ class MetadataIndex:
                sop_instance_uid: str | None = None, *, with_headers: bool = False) -> list[Located]:
         """The stored instances of a study, series or single instance, in reading order
         (series number, instance number): what a retrieve (WADO-RS, C-GET) sends."""
-        columns = [studies.c.study_instance_uid, series.c.series_instance_uid, instances.c.sop_instance_uid,
-                   instances.c.sop_class_uid, instances.c.transfer_syntax_uid, instances.c.blob_key,
-                   instances.c.size, instances.c.number_of_frames, instances.c.rows]
-        stmt = (select(*columns)
-                .join(series, series.c.id == instances.c.series_pk)
-                .join(studies, studies.c.id == series.c.study_pk)
-                .where(studies.c.study_instance_uid == study_instance_uid))
-        if with_headers:
-            stmt = stmt.add_columns(instance_headers.c.dicom_json).join(
-                instance_headers, instance_headers.c.instance_pk == instances.c.id)
-        if series_instance_uid is not None:
-            stmt = stmt.where(series.c.series_instance_uid == series_instance_uid)
-        if sop_instance_uid is not None:
-            stmt = stmt.where(instances.c.sop_instance_uid == sop_instance_uid)
-        stmt = stmt.order_by(series.c.series_number, series.c.id, instances.c.instance_number, instances.c.id)
+        stmt = _LOCATE[series_instance_uid is not None, sop_instance_uid is not None, with_headers]
+        params = {"study": study_instance_uid, "series": series_instance_uid, "instance": sop_instance_uid}
         with read_only(self.engine) as conn:
             return [Located(*row) if with_headers else Located(*row, None)  # type: ignore[call-arg]
-                    for row in conn.execute(stmt)]
+                    for row in conn.execute(stmt, {k: v for k, v in params.items() if v is not None})]
 
     def is_blob_referenced(self, blob_key: str) -> bool:
         with read_only(self.engine) as conn:
