@@ -41,7 +41,7 @@ from imagebank.query import Level
 from imagebank.security.roles import Permission
 from imagebank.storage.index import Located
 from imagebank.web.auth import Requirement
-from imagebank.web.blocking import on_blocking_pool, run_blocking
+from imagebank.web.blocking import on_blocking_pool
 
 PREFIX = "/dicom-web"
 DICOM_JSON = "application/dicom+json"
@@ -357,11 +357,11 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
         except rendering.CannotRender as exc:
             raise HTTPException(400, str(exc)) from None
 
-    async def _render(item: Located, frame: int, render_options: rendering.RenderOptions) -> Response:
-        def work() -> bytes:
-            return rendering.render(archive.blobs.get(item.blob_key), frame, render_options)
+    # The rendered, thumbnail and WADO-URI routes run on the blocking pool whole, like the other retrieves: the
+    # token check, its audit record, the index lookup and the rendering in one hop off the event loop.
+    def _render(item: Located, frame: int, render_options: rendering.RenderOptions) -> Response:
         try:
-            image = await run_blocking(work)
+            image = rendering.render(archive.blobs.get(item.blob_key), frame, render_options)
         except rendering.CannotRender as exc:
             raise HTTPException(404 if "does not exist" in str(exc) else 406, str(exc)) from None
         return Response(image, media_type=render_options.media_type, headers={"Cache-Control": "private, max-age=3600"})
@@ -376,54 +376,63 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
 
     @router.get("/studies/{study}/series/{series}/instances/{instance}/rendered", dependencies=[read],
                 summary="WADO-RS: rendered instance (first frame)")
-    async def rendered_instance(request: Request, study: str, series: str, instance: str) -> Response:
+    @on_blocking_pool
+    def rendered_instance(request: Request, study: str, series: str, instance: str) -> Response:
         options_ = _render_options(request, thumbnail=False)
-        return await _render(_locate(study, series, instance)[0], 1, options_)
+        return _render(_locate(study, series, instance)[0], 1, options_)
 
     @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}/rendered",
                 dependencies=[read], summary="WADO-RS: rendered frame")
-    async def rendered_frame(request: Request, study: str, series: str, instance: str, frame_list: str) -> Response:
+    @on_blocking_pool
+    def rendered_frame(request: Request, study: str, series: str, instance: str, frame_list: str) -> Response:
         numbers = _frame_numbers(frame_list)
         if len(numbers) != 1:
             raise HTTPException(400, "render one frame per request")
         options_ = _render_options(request, thumbnail=False)
-        return await _render(_locate(study, series, instance)[0], numbers[0], options_)
+        return _render(_locate(study, series, instance)[0], numbers[0], options_)
 
     @router.get("/studies/{study}/series/{series}/rendered", dependencies=[read],
                 summary="WADO-RS: rendered series (its representative image)")
-    async def rendered_series(request: Request, study: str, series: str) -> Response:
+    @on_blocking_pool
+    def rendered_series(request: Request, study: str, series: str) -> Response:
         options_ = _render_options(request, thumbnail=False)
-        return await _render(_representative(_locate(study, series)), 1, options_)
+        return _render(_representative(_locate(study, series)), 1, options_)
 
     @router.get("/studies/{study}/rendered", dependencies=[read],
                 summary="WADO-RS: rendered study (its representative image)")
-    async def rendered_study(request: Request, study: str) -> Response:
+    @on_blocking_pool
+    def rendered_study(request: Request, study: str) -> Response:
         options_ = _render_options(request, thumbnail=False)
-        return await _render(_representative(_locate(study)), 1, options_)
+        return _render(_representative(_locate(study)), 1, options_)
 
     @router.get("/studies/{study}/thumbnail", dependencies=[read], summary="WADO-RS: study thumbnail")
-    async def study_thumbnail(request: Request, study: str) -> Response:
-        return await _render(_representative(_locate(study)), 1, _render_options(request, thumbnail=True))
+    @on_blocking_pool
+    def study_thumbnail(request: Request, study: str) -> Response:
+        return _render(_representative(_locate(study)), 1, _render_options(request, thumbnail=True))
 
     @router.get("/studies/{study}/series/{series}/thumbnail", dependencies=[read], summary="WADO-RS: series thumbnail")
-    async def series_thumbnail(request: Request, study: str, series: str) -> Response:
-        return await _render(_representative(_locate(study, series)), 1, _render_options(request, thumbnail=True))
+    @on_blocking_pool
+    def series_thumbnail(request: Request, study: str, series: str) -> Response:
+        return _render(_representative(_locate(study, series)), 1, _render_options(request, thumbnail=True))
 
     @router.get("/studies/{study}/series/{series}/instances/{instance}/thumbnail", dependencies=[read],
                 summary="WADO-RS: instance thumbnail")
-    async def instance_thumbnail(request: Request, study: str, series: str, instance: str) -> Response:
-        return await _render(_locate(study, series, instance)[0], 1, _render_options(request, thumbnail=True))
+    @on_blocking_pool
+    def instance_thumbnail(request: Request, study: str, series: str, instance: str) -> Response:
+        return _render(_locate(study, series, instance)[0], 1, _render_options(request, thumbnail=True))
 
     @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}/thumbnail",
                 dependencies=[read], summary="WADO-RS: frame thumbnail")
-    async def frame_thumbnail(request: Request, study: str, series: str, instance: str, frame_list: str) -> Response:
+    @on_blocking_pool
+    def frame_thumbnail(request: Request, study: str, series: str, instance: str, frame_list: str) -> Response:
         numbers = _frame_numbers(frame_list)
-        return await _render(_locate(study, series, instance)[0], numbers[0], _render_options(request, thumbnail=True))
+        return _render(_locate(study, series, instance)[0], numbers[0], _render_options(request, thumbnail=True))
 
     # ---------------------------------------------------------------------------- WADO-URI
 
     @router.get("/wado", dependencies=[read], summary="WADO-URI (PS3.18 9): retrieve an instance or a rendering")
-    async def wado_uri(request: Request) -> Response:
+    @on_blocking_pool
+    def wado_uri(request: Request) -> Response:
         params = request.query_params
         if params.get("requestType") != "WADO":
             raise HTTPException(400, "requestType=WADO is required")
@@ -438,7 +447,7 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
                 check_transcodable(item.transfer_syntax_uid, syntax)
             except NotAcceptable as exc:
                 raise HTTPException(406, str(exc)) from None
-            data = await run_blocking(_transcoded, item, syntax)
+            data = _transcoded(item, syntax)
             shown = item.transfer_syntax_uid if syntax == ANY else syntax
             return Response(data, media_type=f"application/dicom; transfer-syntax={shown}")
         if content_type not in rendering.MEDIA_TYPES:
@@ -454,7 +463,7 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
                                                      quality=rendering.parse_quality(params.get("imageQuality")))
         except (ValueError, rendering.CannotRender) as exc:
             raise HTTPException(400, str(exc)) from None
-        return await _render(item, frame, render_options)
+        return _render(item, frame, render_options)
 
     app.include_router(router)
 
