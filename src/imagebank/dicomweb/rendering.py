@@ -128,6 +128,10 @@ def _grayscale_values(ds: pydicom.Dataset, frame: np.ndarray, options: RenderOpt
     return image
 
 
+def _no_such_frame(frame_number: int, count: int) -> CannotRender:
+    return CannotRender(f"frame {frame_number} does not exist: the instance has {count} frame(s)")
+
+
 def _why_not(data: bytes, frame_number: int, error: Exception) -> CannotRender:
     """Why frame ``frame_number`` of ``data`` could not be decoded (pixel_array fills ``ds_out`` only when it
     succeeds, so the header is read again here, on the error path alone)."""
@@ -140,7 +144,7 @@ def _why_not(data: bytes, frame_number: int, error: Exception) -> CannotRender:
         return CannotRender("the instance has no image to render")
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if not 1 <= frame_number <= count:
-        return CannotRender(f"frame {frame_number} does not exist: the instance has {count} frame(s)")
+        return _no_such_frame(frame_number, count)
     return CannotRender(f"the pixel data cannot be decoded ({type(error).__name__})")
 
 
@@ -161,7 +165,7 @@ def render(data: bytes, frame_number: int, options: RenderOptions) -> bytes:
         raise _why_not(data, frame_number, exc) from exc
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if frame_number > count:  # a decoder that did not look at Number of Frames
-        raise CannotRender(f"frame {frame_number} does not exist: the instance has {count} frame(s)")
+        raise _no_such_frame(frame_number, count)
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     if photometric == "PALETTE COLOR":
         image = apply_color_lut(frame, ds)
