@@ -8,13 +8,15 @@ keeps small parts in memory and moves a large one to a temporary file.
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from pathlib import Path
+from types import MappingProxyType
 
 from python_multipart.multipart import MultipartParseError, MultipartParser
 
@@ -31,15 +33,23 @@ class MediaType:
     """A parsed ``Content-Type``/``Accept`` entry: ``type/subtype`` plus lower-cased parameters."""
 
     essence: str
-    params: dict[str, str] = field(default_factory=dict)
+    params: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str) -> MediaType:
-        message = Message()
-        message["content-type"] = text
-        params = {k.lower(): v for k, v in message.get_params(failobj=[])[1:]}
-        essence = text.split(";", 1)[0].strip().lower()
-        return cls(essence, params)
+        """Parsed once per distinct text (the parts of a STOW-RS request, the Accept headers of a viewer
+        repeat the same few): the email parser costs more than staging's own bookkeeping of a part. The
+        result is shared, so its ``params`` is a read-only mapping."""
+        return _parse_media_type(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_media_type(text: str) -> MediaType:
+    message = Message()
+    message["content-type"] = text
+    params = {k.lower(): v for k, v in message.get_params(failobj=[])[1:]}
+    essence = text.split(";", 1)[0].strip().lower()
+    return MediaType(essence, MappingProxyType(params))  # type: ignore[arg-type]
 
 
 def boundary_of(content_type: str) -> tuple[MediaType, str]:

@@ -96,9 +96,12 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
     write = Depends(Requirement(Permission.ARCHIVE_WRITE, audit=("110104", "C")))
     engine = archive.index.engine
     options = settings.dicomweb
-    # Blocking work of streaming requests for all requests of this process: staging STOW-RS parts (parse,
-    # hash, write, fsync), reading the instances of a WADO-RS retrieve.
+    # Blocking work of streaming requests, for all requests of this process. Reading the instances of a
+    # WADO-RS retrieve: io_threads. Staging STOW-RS parts (parse, hash, write): stagers, which stay with
+    # their request while its body streams in (waiting for parts costs no CPU) and so get a pool of their
+    # own, large enough for 16 requests at a time at full parallelism; a retrieve never waits behind them.
     io_threads = ThreadPoolExecutor(max_workers=2 * options.stow_parallelism, thread_name_prefix="dicomweb-io")
+    stagers = ThreadPoolExecutor(max_workers=16 * options.stow_parallelism, thread_name_prefix="stow-stager")
 
     # ----------------------------------------------------------------------------- QIDO-RS
 
@@ -160,7 +163,7 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
         try:
             stow = StowRequest(archive, request.headers.get("content-type", ""), study, max_bytes=max_bytes,
                                parallelism=options.stow_parallelism, spool_dir=spool_dir_for(settings.data_dir),
-                               executor=io_threads)
+                               executor=stagers)
             await stow.consume(request.stream())
         except RequestRejected as exc:
             raise HTTPException(exc.status, exc.message) from None

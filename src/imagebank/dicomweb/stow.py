@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
+import queue
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
@@ -91,7 +92,15 @@ def _uids_of_unreadable(payload: bytes | Any) -> tuple[str | None, str | None]:
 
 
 class StowRequest:
-    """One STOW-RS request: feed it the body stream, then :meth:`finish`."""
+    """One STOW-RS request: feed it the body stream, then :meth:`finish`.
+
+    Complete parts go into a queue that up to ``parallelism`` stagers (worker threads, started as the first
+    parts arrive) empty while the rest of the body streams in; each stager stages part after part and keeps
+    its verdict by the part's position. Why a queue and not a task per part: the event loop receiving the
+    body then does no more per part than a ``put``, and hears back from the stagers once per request
+    instead of once per part (a future, its callbacks and a loop wake-up each time). Profiled with 20 CT
+    slices per request: the per-part hand-off was about a tenth of the event loop's GIL time.
+    """
 
     def __init__(self, archive: Archive, content_type: str, study_uid: str | None, *, max_bytes: int,
                  parallelism: int, spool_dir: str, executor: Executor | None = None) -> None:
@@ -105,11 +114,16 @@ class StowRequest:
                                        "(the metadata-and-bulk-data form is not supported)")
         self.archive, self.study_uid, self.max_bytes = archive, study_uid, max_bytes
         self.reader = MultipartReader(boundary, spool_dir=spool_dir)
-        self._slots = asyncio.Semaphore(parallelism)
+        self._parallelism = parallelism
         self._executor = executor
         # The request's blobs are published together, just before its index commit (fewer disk waits).
         self._blobs = archive.blobs.batch()
-        self._tasks: list[asyncio.Task[StagedInstance | IngestResult]] = []
+        self._queue: queue.SimpleQueue[tuple[int, PartSink] | None] = queue.SimpleQueue()
+        #: One verdict per part in body order: staged, final (refused), or the exception staging it raised.
+        self._verdicts: list[StagedInstance | IngestResult | BaseException | None] = []
+        self._stagers: list[asyncio.Future[None]] = []
+        self._closed = False  # no more parts: every stager has its end mark
+        self._abandoned = False  # read by the stagers: stage nothing more, discard what is queued
         self.received = 0
 
     async def _run(self, call: Callable[[], T]) -> T:
@@ -118,22 +132,42 @@ class StowRequest:
             return await run_blocking(call)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
-    async def _stage(self, part: PartSink) -> StagedInstance | IngestResult:
-        async with self._slots:
+    def _enqueue(self, part: PartSink) -> None:
+        position = len(self._verdicts)
+        self._verdicts.append(None)
+        self._queue.put((position, part))
+        if len(self._stagers) < self._parallelism:
+            self._stagers.append(asyncio.ensure_future(self._run(self._stage_queued)))
+
+    def _stage_queued(self) -> None:
+        """A stager (on a worker thread): stage queued parts until the end mark."""
+        while (item := self._queue.get()) is not None:
+            position, part = item
             try:
-                media = part.content_type.essence
-                if media not in ("application/dicom", "application/octet-stream"):
-                    return IngestResult(Outcome.REJECTED, reason="unsupported-media-type",
-                                        message=f"part of type {media} is not application/dicom")
-                payload = part.payload()
-                result = await self._run(functools.partial(self.archive.stage, payload, origin="stow",
-                                                           study_instance_uid=self.study_uid, blobs=self._blobs))
-                if isinstance(result, IngestResult) and result.sop_instance_uid is None:
-                    sop_class, sop_instance = await self._run(functools.partial(_uids_of_unreadable, payload))
-                    result = replace(result, sop_class_uid=sop_class, sop_instance_uid=sop_instance)
-                return result
+                if not self._abandoned:
+                    self._verdicts[position] = self._stage(part)
+            except BaseException as exc:  # noqa: BLE001 - finish() raises it, after cleaning up
+                self._verdicts[position] = exc
             finally:
                 part.discard()
+
+    def _stage(self, part: PartSink) -> StagedInstance | IngestResult:
+        media = part.content_type.essence
+        if media not in ("application/dicom", "application/octet-stream"):
+            return IngestResult(Outcome.REJECTED, reason="unsupported-media-type",
+                                message=f"part of type {media} is not application/dicom")
+        payload = part.payload()
+        result = self.archive.stage(payload, origin="stow", study_instance_uid=self.study_uid, blobs=self._blobs)
+        if isinstance(result, IngestResult) and result.sop_instance_uid is None:
+            sop_class, sop_instance = _uids_of_unreadable(payload)
+            result = replace(result, sop_class_uid=sop_class, sop_instance_uid=sop_instance)
+        return result
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            for _ in self._stagers:
+                self._queue.put(None)
 
     async def consume(self, stream: AsyncIterator[bytes]) -> None:
         try:
@@ -143,32 +177,46 @@ class StowRequest:
                     raise RequestRejected(413, f"the request is larger than the {self.max_bytes // 2**20} MiB "
                                                "this server accepts (dicomweb.max_request_mb)")
                 for part in self.reader.feed(chunk):
-                    self._tasks.append(asyncio.create_task(self._stage(part)))
+                    self._enqueue(part)
             for part in self.reader.close():
-                self._tasks.append(asyncio.create_task(self._stage(part)))
+                self._enqueue(part)
         except MultipartError as exc:
             await self.abandon()
             raise RequestRejected(400, str(exc)) from None
         except BaseException:
             await self.abandon()
             raise
-        if not self._tasks:
+        if not self._verdicts:
             raise RequestRejected(400, "the request holds no part")
+
+    async def _stagers_done(self) -> None:
+        self._close()
+        await asyncio.gather(*self._stagers, return_exceptions=True)
 
     async def abandon(self) -> None:
         """The request failed as a whole: wait for staging in flight, then forget what it staged."""
         self.reader.abort()
-        results = await asyncio.gather(*self._tasks, return_exceptions=True)
-        staged = [r for r in results if isinstance(r, StagedInstance)]
+        self._abandoned = True
+        await self._stagers_done()
+        while not self._queue.empty():  # left over only if a stager never ran (its executor shut down)
+            item = self._queue.get_nowait()
+            if item is not None:
+                item[1].discard()
+        staged = [v for v in self._verdicts if isinstance(v, StagedInstance)]
         await self._run(functools.partial(self.archive.discard_staged, staged, blobs=self._blobs))
 
     async def finish(self) -> StowOutcome:
         """Index everything staged in one transaction; the verdict for each instance."""
         try:
-            results = await asyncio.gather(*self._tasks)
+            await self._stagers_done()
         except BaseException:
             await self.abandon()
             raise
+        errors = [v for v in self._verdicts if not isinstance(v, (StagedInstance, IngestResult))]
+        if errors:
+            await self.abandon()
+            raise errors[0] if errors[0] is not None else RuntimeError("a STOW-RS part was never staged")
+        results = [v for v in self._verdicts if isinstance(v, (StagedInstance, IngestResult))]
         staged = [r for r in results if isinstance(r, StagedInstance)]
         committed = iter(await self._run(functools.partial(self.archive.commit_staged, staged, origin="stow",
                                                            blobs=self._blobs))
