@@ -75,6 +75,29 @@ def test_identical_resend_is_a_no_op(archive: Archive, make_instance: Callable[.
     assert len(list(archive.blobs.keys())) == 1
 
 
+def test_identical_resend_of_an_instance_stored_under_the_first_key_layout_leaves_no_orphan(
+        archive: Archive, make_instance: Callable[..., bytes]) -> None:
+    """Archives written before blob keys grouped a series keep their ``ab/cd/<sha256>`` keys; re-sending
+    such an instance is still a duplicate, and the copy written under the new key goes again."""
+    data = make_instance(1)
+    assert archive.ingest(data).outcome is Outcome.STORED
+    digest = hashlib.sha256(data).hexdigest()
+    old_key = f"{digest[:2]}/{digest[2:4]}/{digest}"
+    with archive.index.engine.begin() as conn:
+        new_key = conn.execute(select(instances.c.blob_key)).scalar_one()
+        conn.execute(instances.update().values(blob_key=old_key))
+    archive.blobs.put(old_key, archive.blobs.get(new_key))
+    archive.blobs.delete(new_key)
+
+    for _ in range(2):  # once through the single-instance path, once through a request's batch
+        assert archive.ingest(data).outcome is Outcome.DUPLICATE
+        assert list(archive.blobs.keys()) == [old_key]
+    staged = archive.stage(data, blobs=(batch := archive.blobs.batch()))
+    assert archive.commit_staged([staged], origin="stow", blobs=batch)[0].outcome is Outcome.DUPLICATE  # type: ignore[list-item]
+    assert list(archive.blobs.keys()) == [old_key]
+    assert archive.blobs.get(old_key) == data
+
+
 def test_conflicting_duplicate_rejected_by_default_and_recorded(
         archive: Archive, make_instance: Callable[..., bytes]) -> None:
     original = make_instance(1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import uuid
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from imagebank.errors import ConfigError, NotFound
-from imagebank.storage.blobs import BlobStore, FilesystemBlobStore, blob_key_for_digest, open_blob_store
+from imagebank.storage.blobs import BlobStore, FilesystemBlobStore, blob_key_for, open_blob_store
 from imagebank.storage.blobs.s3 import S3BlobStore
 
 
@@ -25,7 +26,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]
 
 
 def test_put_get_exists_size_delete(store: BlobStore) -> None:
-    key = blob_key_for_digest("ab" * 32)
+    key = blob_key_for("ab" * 32, "1.2.3")
     assert not store.exists(key)
     store.put(key, b"DICM-bytes")
     assert store.exists(key)
@@ -53,17 +54,23 @@ def test_missing_key_raises_not_found(store: BlobStore) -> None:
 
 
 def test_keys_lists_every_blob(store: BlobStore) -> None:
-    keys = {blob_key_for_digest(f"{i:02x}" * 32) for i in range(5)}
+    keys = {blob_key_for(f"{i:02x}" * 32, "1.2.3") for i in range(5)}
     for k in keys:
         store.put(k, b"x")
     assert set(store.keys()) == keys
 
 
-def test_filesystem_layout_fans_out_two_levels(tmp_path: Path) -> None:
+def test_filesystem_layout_groups_a_series_under_a_fan_out(tmp_path: Path) -> None:
     store = FilesystemBlobStore(tmp_path)
-    digest = "0123456789abcdef" * 4
-    store.put(blob_key_for_digest(digest), b"x")
-    assert (tmp_path / "01" / "23" / digest).is_file()
+    digests = ["0123456789abcdef" * 4, "fedcba9876543210" * 4]
+    series_dir = hashlib.sha256(b"1.2.840.99.1").hexdigest()
+    for digest in digests:
+        store.put(blob_key_for(digest, "1.2.840.99.1"), b"x")
+        assert (tmp_path / series_dir[:2] / series_dir[2:12] / digest).is_file()
+    assert len(list(tmp_path.iterdir())) == 1  # one directory per series, not per blob
+    other = blob_key_for(digests[0], "1.2.840.99.2")
+    assert other.rsplit("/", 1)[0] != blob_key_for(digests[0], "1.2.840.99.1").rsplit("/", 1)[0]
+    assert len(other) <= 80  # the index's blob_key column
 
 
 def test_filesystem_write_is_atomic_and_leaves_no_temporary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -155,7 +162,7 @@ def test_direct_io_only_with_fsync(tmp_path: Path) -> None:
 
 def test_a_batch_publishes_every_blob_at_once(store: BlobStore) -> None:
     batch = store.batch()
-    keys = [blob_key_for_digest(f"{i:02x}" * 32) for i in range(3)]
+    keys = [blob_key_for(f"{i:02x}" * 32, "1.2.3") for i in range(3)]
     for i, key in enumerate(keys):
         batch.put(key, io.BytesIO(b"slice %d" % i) if i else b"slice 0")
     batch.publish()

@@ -7,6 +7,7 @@ transfer syntax (compressed ones included).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -22,7 +23,7 @@ from imagebank.archive.validation import validate_dataset, validate_file_meta
 from imagebank.dicom.attributes import IndexRecord, extract_index_record
 from imagebank.dicom.json_header import dicom_json_header
 from imagebank.errors import RejectedInstance
-from imagebank.storage.blobs import blob_key_for_digest
+from imagebank.storage.blobs import blob_key_for
 
 #: Files up to this size are read once into memory; larger ones are streamed (memory stays flat).
 IN_MEMORY_LIMIT = 64 << 20
@@ -37,9 +38,9 @@ class PreparedInstance:
     record: IndexRecord
     header_json: str
 
-    @property
+    @functools.cached_property
     def blob_key(self) -> str:
-        return blob_key_for_digest(self.sha256)
+        return blob_key_for(self.sha256, str(self.record.series["series_instance_uid"]))
 
     @property
     def sop_instance_uid(self) -> str:

@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlparse
 
-from imagebank.storage.blobs.base import BlobBatch, BlobStore, blob_key_for_digest
+from imagebank.storage.blobs.base import BlobBatch, BlobStore, blob_key_for
 from imagebank.storage.blobs.filesystem import FilesystemBlobStore
 
-__all__ = ["BlobBatch", "BlobStore", "FilesystemBlobStore", "blob_key_for_digest", "open_blob_store"]
+__all__ = ["BlobBatch", "BlobStore", "FilesystemBlobStore", "blob_key_for", "open_blob_store"]
 
 
 def _open_file(url: str, **options: object) -> BlobStore:

@@ -192,7 +192,7 @@ class FilesystemBlobStore:
     @staticmethod
     def _create(tmp: Path) -> BinaryIO:
         """Open ``tmp`` for writing, creating its directory only when missing (the common case, an
-        existing ``ab/cd`` directory, costs no mkdir system calls)."""
+        existing series directory, costs no mkdir system calls)."""
         try:
             return open(tmp, "wb")
         except FileNotFoundError:
