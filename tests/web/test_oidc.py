@@ -112,3 +112,33 @@ def test_forged_callback_without_state_is_refused(sso: Any) -> None:
     response = httpx.get(f"{app_url}/login/oidc/callback?code=forged&state=forged")
     assert response.status_code == 303 and "single+sign-on+failed" in response.headers["location"]
     assert accounts.list_users() == []
+
+
+def test_the_callback_does_its_database_work_off_the_event_loop(sso: Any, secured: Any,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The account lookup, the audit record and the new session are blocking database calls: on the event
+    loop they would stall every other request of the process while they run."""
+    import asyncio
+
+    app_url, issuer, accounts = sso
+    _, _, audit = secured
+    on_loop: list[str] = []
+
+    def watched(owner: Any, name: str) -> None:
+        original = getattr(owner, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                asyncio.get_running_loop()
+                on_loop.append(name)
+            except RuntimeError:  # no loop in this thread: a worker thread
+                pass
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, call)
+
+    for owner, name in ((accounts, "user_for_oidc"), (accounts, "create_session"), (audit, "record")):
+        watched(owner, name)
+    _sign_in_through_provider(app_url, issuer, "alice")
+    assert httpx.get(f"{app_url}/login/oidc/callback?code=forged&state=forged").status_code == 303
+    assert on_loop == []

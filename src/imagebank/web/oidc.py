@@ -18,6 +18,7 @@ from imagebank.security.accounts import AccountError, Accounts
 from imagebank.security.audit import AuditEvent, AuditTrail
 from imagebank.security.roles import Permission
 from imagebank.web.auth import Requirement, client_address
+from imagebank.web.blocking import run_blocking
 
 
 def _state_secret(path: Path) -> str:
@@ -57,23 +58,28 @@ def install_oidc(app: FastAPI, settings: Settings, accounts: Accounts, audit: Au
 
     @router.get("/login/oidc/callback", name="oidc_callback", include_in_schema=False, dependencies=[public])
     async def oidc_callback(request: Request) -> Response:
+        # The account lookup, its audit record and the new session are database work: on the blocking pool,
+        # not on the event loop (where they would hold up every other request of this process).
         address = client_address(request)
         try:
             token = await oauth.idp.authorize_access_token(request)
             claims: dict[str, Any] = dict(token.get("userinfo") or {})
             if not claims.get("sub"):
                 raise OAuthError("the ID token has no subject")
-            user = accounts.user_for_oidc(
-                issuer, str(claims["sub"]), preferred_username=claims.get("preferred_username") or claims.get("email"),
+            user = await run_blocking(
+                accounts.user_for_oidc, issuer, str(claims["sub"]),
+                preferred_username=claims.get("preferred_username") or claims.get("email"),
                 display_name=claims.get("name"), default_roles=sec.oidc_default_roles)
         except (OAuthError, AccountError) as exc:
-            audit.record(AuditEvent("110114", "E", 4, network_address=address,
-                                    detail={"method": "oidc", "reason": str(exc)[:200]}))
+            await run_blocking(audit.record, AuditEvent("110114", "E", 4, network_address=address,
+                                                        detail={"method": "oidc", "reason": str(exc)[:200]}))
             message = urlencode({"error": f"single sign-on failed: {str(exc)[:160]}"})
             return RedirectResponse(f"/login?{message}", status_code=303)
-        audit.record(AuditEvent("110114", "E", 0, user_name=user.username, user_roles=",".join(sorted(user.roles)),
-                                network_address=address, detail={"method": "oidc", "issuer": issuer}))
-        return open_session(RedirectResponse("/", status_code=303), accounts.create_session(user, address))
+        await run_blocking(audit.record, AuditEvent(
+            "110114", "E", 0, user_name=user.username, user_roles=",".join(sorted(user.roles)),
+            network_address=address, detail={"method": "oidc", "issuer": issuer}))
+        session = await run_blocking(accounts.create_session, user, address)
+        return open_session(RedirectResponse("/", status_code=303), session)
 
     app.include_router(router)
 
