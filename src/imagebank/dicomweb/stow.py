@@ -190,8 +190,10 @@ class StowRequest:
             raise RequestRejected(400, "the request holds no part")
 
     async def _stagers_done(self) -> None:
+        """Wait until every stager has ended. Shielded: a cancelled request must not cancel the futures of
+        its stagers, whose threads would go on staging into a batch that the clean-up has already discarded."""
         self._close()
-        await asyncio.gather(*self._stagers, return_exceptions=True)
+        await asyncio.shield(asyncio.gather(*self._stagers, return_exceptions=True))
 
     async def abandon(self) -> None:
         """The request failed as a whole: wait for staging in flight, then forget what it staged."""
