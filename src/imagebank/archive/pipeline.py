@@ -246,10 +246,8 @@ class Archive:
                 self.blobs.delete(outcome.superseded_blob_key)
             if outcome.outcome is Outcome.REJECTED and not self.index.is_blob_referenced(item.blob_key):
                 self.blobs.delete(item.blob_key)  # written for nothing: the index refused it
-            elif outcome.outcome is Outcome.DUPLICATE and not self.index.is_blob_referenced(item.blob_key):
-                # The instance is stored already, under a key of the first layout (see blob_key_for): these
-                # bytes were written under the new key for nothing.
-                self.blobs.delete(item.blob_key)
+            elif outcome.unused_blob_key and not self.index.is_blob_referenced(outcome.unused_blob_key):
+                self.blobs.delete(outcome.unused_blob_key)  # a duplicate of an instance stored under another key
             result = self._result(item, outcome)
             if outcome.outcome in (Outcome.STORED, Outcome.REPLACED):
                 self.events.emit(INSTANCE_STORED, InstanceStored(

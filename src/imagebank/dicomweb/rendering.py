@@ -23,6 +23,10 @@ class CannotRender(ValueError):
     """The instance has no image to render, or the parameters are invalid; the text says which."""
 
 
+class NoSuchFrame(CannotRender):
+    """The instance has no frame of the requested number (a missing resource, not a refusal)."""
+
+
 @dataclass(frozen=True)
 class RenderOptions:
     media_type: str = "image/jpeg"
@@ -128,8 +132,8 @@ def _grayscale_values(ds: pydicom.Dataset, frame: np.ndarray, options: RenderOpt
     return image
 
 
-def _no_such_frame(frame_number: int, count: int) -> CannotRender:
-    return CannotRender(f"frame {frame_number} does not exist: the instance has {count} frame(s)")
+def _no_such_frame(frame_number: int, count: int) -> NoSuchFrame:
+    return NoSuchFrame(f"frame {frame_number} does not exist: the instance has {count} frame(s)")
 
 
 def _why_not(data: bytes, frame_number: int, error: Exception) -> CannotRender:

@@ -366,7 +366,7 @@ def install_dicomweb(app: FastAPI, settings: Settings, archive: Archive) -> None
         try:
             image = rendering.render(archive.blobs.get(item.blob_key), frame, render_options)
         except rendering.CannotRender as exc:
-            raise HTTPException(404 if "does not exist" in str(exc) else 406, str(exc)) from None
+            raise HTTPException(404 if isinstance(exc, rendering.NoSuchFrame) else 406, str(exc)) from None
         return Response(image, media_type=render_options.media_type, headers={"Cache-Control": "private, max-age=3600"})
 
     def _representative(located: list[Located]) -> Located:

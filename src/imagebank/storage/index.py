@@ -63,6 +63,9 @@ class CommitOutcome:
     attribute: str | None = None
     #: Blob that nothing refers to any more once the transaction is committed.
     superseded_blob_key: str | None = None
+    #: A duplicate's bytes, written under another key than the stored copy's (one of the first key layout,
+    #: see :func:`~imagebank.storage.blobs.blob_key_for`): not needed.
+    unused_blob_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -561,7 +564,8 @@ class _BatchWriter:
         superseded: str | None = None
         if existing is not None:
             if existing[1] == item.sha256:
-                return CommitOutcome(Outcome.DUPLICATE)
+                return CommitOutcome(Outcome.DUPLICATE,
+                                     unused_blob_key=item.blob_key if existing[2] != item.blob_key else None)
             if self.policy != "replace":
                 self._log(sop_uid, "rejected-conflict", existing[1], item.sha256)
                 return CommitOutcome(
