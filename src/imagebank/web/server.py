@@ -55,6 +55,47 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _BodyChunks:
+    """The request-body buffer of uvicorn's httptools protocol, which only ever does ``body += chunk``,
+    ``len(body)`` and ``bytes(body)`` with it, without copying: its own buffer, a ``bytearray``, copies each
+    chunk twice on the event loop (appended to the buffer, then the buffer into the ``bytes`` the app
+    receives). Here a chunk that the app picks up alone reaches it as the very object the parser made, and
+    chunks that arrived together are joined once. For a STOW-RS request that is 10-20 MB less to copy
+    per 20 CT slices, on the thread that holds the process's GIL for everything else."""
+
+    __slots__ = ("_chunks", "_size")
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def __iadd__(self, chunk: bytes) -> _BodyChunks:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        return self
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bytes__(self) -> bytes:
+        return self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+
+
+def _http_protocol() -> type[Any]:
+    """uvicorn's httptools protocol with :class:`_BodyChunks` as the buffer of each request's body."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class Protocol(HttpToolsProtocol):  # type: ignore[misc]
+        def on_body(self, body: bytes) -> None:
+            cycle = self.cycle
+            # uvicorn starts every request, and resets after each receive(), with an empty bytearray.
+            if type(cycle.body) is bytearray and not cycle.body:
+                cycle.body = _BodyChunks()  # type: ignore[assignment]
+            super().on_body(body)
+
+    return Protocol
+
+
 def _config(app: Any, settings: Settings) -> Any:
     import uvicorn
     from uvicorn.protocols.http import h11_impl, httptools_impl
@@ -62,7 +103,7 @@ def _config(app: Any, settings: Settings) -> Any:
     httptools_impl.HIGH_WATER_LIMIT = h11_impl.HIGH_WATER_LIMIT = BODY_BUFFER_BYTES
 
     sec = settings.security
-    return uvicorn.Config(app, log_level="warning", ssl_certfile=sec.tls_certfile or None,
+    return uvicorn.Config(app, http=_http_protocol(), log_level="warning", ssl_certfile=sec.tls_certfile or None,
                           ssl_keyfile=sec.tls_keyfile or None, proxy_headers=bool(sec.trusted_proxies),
                           forwarded_allow_ips=",".join(sec.trusted_proxies) or None)
 
