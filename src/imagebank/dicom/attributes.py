@@ -14,7 +14,6 @@ from pydicom import Dataset
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.multival import MultiValue
-from pydicom.tag import BaseTag
 
 from imagebank.dicom import rawvalues
 from imagebank.dicom.names import fold_person_name
@@ -96,23 +95,37 @@ _BINARY_INTEGERS = {"US": "<H", "SS": "<h", "UL": "<L", "SL": "<l"}
 _SLOW = object()
 
 
-#: ``keyword -> tag`` of every attribute read here, looked up once.
-_TAGS: dict[str, BaseTag] = {}
+#: ``keyword -> tag`` (a plain int) of every attribute read here, looked up once.
+_TAGS: dict[str, int] = {}
 #: ``(tag, VR in the file, integer column, codec, raw bytes) -> value``: the instances of a series repeat most
 #: index values (patient, study, series), so those are converted once. Bounded; cleared when full.
 _VALUES: dict[tuple[Any, ...], Any] = {}
 _VALUES_LIMIT = 20_000
 
 
-def _raw_value(ds: Dataset, keyword: str, column: str, codec: str | None) -> Any:
+class _RawView:
+    """The raw elements of one data set keyed by plain ints, read once per record.
+
+    Why not ``ds._dict`` itself: its keys are pydicom ``BaseTag`` objects, whose ``__eq__`` is Python code, so
+    every hit of a lookup there (about 50 per instance, and again in the value cache) ran a Python call.
+    """
+
+    __slots__ = ("elements", "raw_ok")
+
+    def __init__(self, ds: Dataset) -> None:
+        self.elements = {int(tag): elem for tag, elem in ds._dict.items()}
+        self.raw_ok = ds.original_encoding[1] is True  # little endian, read from bytes
+
+
+def _raw_value(view: _RawView, keyword: str, column: str, codec: str | None) -> Any:
     """``_value`` read from the raw bytes, or ``_SLOW`` when only pydicom can say."""
     tag = _TAGS.get(keyword)
     if tag is None:
-        tag = _TAGS[keyword] = BaseTag(tag_for_keyword(keyword) or 0)
-    elem = ds._dict.get(tag)
+        tag = _TAGS[keyword] = tag_for_keyword(keyword) or 0
+    elem = view.elements.get(tag)
     if elem is None:
         return None
-    if not isinstance(elem, RawDataElement) or ds.original_encoding[1] is not True:
+    if not view.raw_ok or not isinstance(elem, RawDataElement):
         return _SLOW
     data = elem.value
     if not isinstance(data, bytes) or len(data) > 256:
@@ -128,7 +141,7 @@ def _raw_value(ds: Dataset, keyword: str, column: str, codec: str | None) -> Any
     return found
 
 
-def _convert_raw(tag: BaseTag, elem: RawDataElement, column: str, codec: str | None) -> Any:
+def _convert_raw(tag: int, elem: RawDataElement, column: str, codec: str | None) -> Any:
     vr = elem.VR
     if vr is None:
         vr = dictionary_VR(tag)
@@ -153,9 +166,9 @@ def _convert_raw(tag: BaseTag, elem: RawDataElement, column: str, codec: str | N
     return values[0].strip() or None
 
 
-def _value(ds: Dataset, keyword: str, column: str, codec: str | None = None) -> Any:
+def _value(ds: Dataset, keyword: str, column: str, codec: str | None = None, view: _RawView | None = None) -> Any:
     if READ_RAW and codec is not None:
-        fast = _raw_value(ds, keyword, column, codec)
+        fast = _raw_value(view or _RawView(ds), keyword, column, codec)
         if fast is not _SLOW:
             return fast
     elem = ds.get(keyword)
@@ -172,8 +185,8 @@ def _value(ds: Dataset, keyword: str, column: str, codec: str | None = None) -> 
     return text or None
 
 
-def _columns(ds: Dataset, table: dict[str, str], codec: str | None) -> dict[str, Any]:
-    return {column: _value(ds, keyword, column, codec) for column, keyword in table.items()}
+def _columns(ds: Dataset, table: dict[str, str], codec: str | None, view: _RawView) -> dict[str, Any]:
+    return {column: _value(ds, keyword, column, codec, view) for column, keyword in table.items()}
 
 
 @dataclass
@@ -190,11 +203,12 @@ class IndexRecord:
 def extract_index_record(ds: Dataset) -> IndexRecord:
     """Read the index attributes of ``ds`` (a header parsed without pixel data)."""
     codec = rawvalues.text_codec(ds, "latin-1")
-    patient = _columns(ds, PATIENT_COLUMNS, codec)
+    view = _RawView(ds)
+    patient = _columns(ds, PATIENT_COLUMNS, codec, view)
     patient["issuer_of_patient_id"] = patient["issuer_of_patient_id"] or ""
     patient["patient_name_search"] = fold_person_name(patient["patient_name"])
 
-    study = _columns(ds, STUDY_COLUMNS, codec)
+    study = _columns(ds, STUDY_COLUMNS, codec, view)
     study["referring_physician_name_search"] = fold_person_name(study["referring_physician_name"])
     issuer = ds.get("IssuerOfAccessionNumberSequence")
     if issuer:
@@ -202,11 +216,11 @@ def extract_index_record(ds: Dataset) -> IndexRecord:
     else:
         study["issuer_of_accession_number"] = None
 
-    series = _columns(ds, SERIES_COLUMNS, codec)
+    series = _columns(ds, SERIES_COLUMNS, codec, view)
     request = ds.get("RequestAttributesSequence")
     first = request[0] if request else Dataset()
     series["requested_procedure_id"] = _value(first, "RequestedProcedureID", "requested_procedure_id")
     series["scheduled_procedure_step_id"] = _value(first, "ScheduledProcedureStepID", "scheduled_procedure_step_id")
 
-    instance = _columns(ds, INSTANCE_COLUMNS, codec)
+    instance = _columns(ds, INSTANCE_COLUMNS, codec, view)
     return IndexRecord(patient=patient, study=study, series=series, instance=instance)

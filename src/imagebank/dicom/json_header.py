@@ -74,7 +74,8 @@ def dicom_json_header(ds: Dataset, *, bulk_data_threshold: int = 1024) -> str:
                     and len(elem.value) <= _FRAGMENT_VALUE_LIMIT:
                 # Only what the raw path converts is a function of the key alone (pydicom's conversion may
                 # depend on other elements, e.g. an ambiguous VR on Pixel Representation).
-                key = (tag, elem.VR, codec, bulk_data_threshold, elem.value)
+                # int(tag): a plain int compares in C; pydicom's BaseTag runs a Python __eq__ on every hit.
+                key = (int(tag), elem.VR, codec, bulk_data_threshold, elem.value)
                 fragment = _FRAGMENTS.get(key)
                 if fragment is None:
                     try:
