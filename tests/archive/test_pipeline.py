@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable
 
+import blake3
 import pytest
 from sqlalchemy import select
 
@@ -77,11 +77,11 @@ def test_identical_resend_is_a_no_op(archive: Archive, make_instance: Callable[.
 
 def test_identical_resend_of_an_instance_stored_under_the_first_key_layout_leaves_no_orphan(
         archive: Archive, make_instance: Callable[..., bytes]) -> None:
-    """Archives written before blob keys grouped a series keep their ``ab/cd/<sha256>`` keys; re-sending
+    """Archives written before blob keys grouped a series keep their ``ab/cd/<digest>`` keys; re-sending
     such an instance is still a duplicate, and the copy written under the new key goes again."""
     data = make_instance(1)
     assert archive.ingest(data).outcome is Outcome.STORED
-    digest = hashlib.sha256(data).hexdigest()
+    digest = blake3.blake3(data).hexdigest()
     old_key = f"{digest[:2]}/{digest[2:4]}/{digest}"
     with archive.index.engine.begin() as conn:
         new_key = conn.execute(select(instances.c.blob_key)).scalar_one()
@@ -104,7 +104,7 @@ def test_conflicting_duplicate_rejected_by_default_and_recorded(
     archive.ingest(original)
     result = archive.ingest(make_instance(1, SeriesDescription="changed"))
     assert (result.outcome, result.reason) == (Outcome.REJECTED, "duplicate-conflict")
-    key, sha = archive.index.blob_key_for(str(result.sop_instance_uid))  # type: ignore[misc]
+    key, _ = archive.index.blob_key_for(str(result.sop_instance_uid))  # type: ignore[misc]
     assert archive.blobs.get(key) == original  # the stored copy is untouched
     assert archive.index.stats()["conflicts"] == {"rejected-conflict": 1}
     assert len(list(archive.blobs.keys())) == 1
@@ -118,13 +118,13 @@ def test_conflicting_duplicate_replaces_under_replace_policy(
     newer = make_instance(1, SeriesDescription="corrected")
     result = archive.ingest(newer)
     assert result.outcome is Outcome.REPLACED
-    key, sha = archive.index.blob_key_for(str(result.sop_instance_uid))  # type: ignore[misc]
-    assert archive.blobs.get(key) == newer and sha == hashlib.sha256(newer).hexdigest()
+    key, digest = archive.index.blob_key_for(str(result.sop_instance_uid))  # type: ignore[misc]
+    assert archive.blobs.get(key) == newer and digest == blake3.blake3(newer).hexdigest()
     assert len(list(archive.blobs.keys())) == 2  # the old bytes were removed after the commit
     with archive.index.engine.connect() as conn:
         log = conn.execute(select(ingest_log)).one()
         study = conn.execute(select(studies)).one()
-    assert log.action == "replaced" and log.new_sha256 == sha
+    assert log.action == "replaced" and log.new_digest == digest
     assert study.number_of_study_related_instances == 2
 
 

@@ -72,14 +72,14 @@ class BulkSummary:
 _worker_stager: Stager | None = None
 
 
-def _init_worker(settings: Settings) -> None:
+def _init_worker(settings: Settings, digest_algorithm: str) -> None:
     """Workers only stage (blob side); the parent process alone writes the index."""
     global _worker_stager
     from imagebank.context import open_blobs
     from imagebank.dicom import quiet_pydicom
 
     quiet_pydicom()
-    _worker_stager = Stager(open_blobs(settings), settings.ingest)
+    _worker_stager = Stager(open_blobs(settings), settings.ingest, digest_algorithm=digest_algorithm)
 
 
 def _stage_items(items: list[SourceItem]) -> list[tuple[SourceItem, StagedInstance | tuple[str, str]]]:
@@ -204,7 +204,7 @@ def _run_pool(settings: Settings, items: Iterator[SourceItem], n_workers: int, c
     context = multiprocessing.get_context("spawn")  # no inherited DB connections or threads
     max_in_flight = n_workers * 4
     with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker,
-                             initargs=(settings,)) as pool:
+                             initargs=(settings, committer.archive.stager.digest_algorithm)) as pool:
         in_flight: set[Future[Any]] = set()
         chunks = _chunks(items, CHUNK)
         exhausted = False

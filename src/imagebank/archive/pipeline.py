@@ -61,7 +61,7 @@ def _storage_failure(sop_instance_uid: str | None, sop_class_uid: str | None) ->
 
 def stage(prepared: PreparedInstance) -> StagedInstance:
     return StagedInstance(
-        record=prepared.record, sha256=prepared.sha256, size=prepared.size, blob_key=prepared.blob_key,
+        record=prepared.record, content_digest=prepared.content_digest, size=prepared.size, blob_key=prepared.blob_key,
         transfer_syntax_uid=prepared.transfer_syntax_uid, header_json=prepared.header_json,
     )
 
@@ -72,17 +72,22 @@ class Stager:
     Bulk-ingest worker processes run only this half; the parent indexes what they staged.
     """
 
-    def __init__(self, blobs: BlobStore, settings: IngestSettings) -> None:
+    def __init__(self, blobs: BlobStore, settings: IngestSettings, *, digest_algorithm: str) -> None:
         self.blobs = blobs
         self.settings = settings
+        #: The archive's content digest (:meth:`MetadataIndex.content_digest`): bulk-ingest workers, which
+        #: have no index, are given it by the parent.
+        self.digest_algorithm = digest_algorithm
 
     def prepare(self, source: bytes | str | os.PathLike[str]) -> tuple[PreparedInstance, bytes | Path]:
         """Parse and validate; returns the prepared instance and what to store (bytes or a path)."""
         require, threshold = self.settings.require_patient_id, self.settings.bulk_data_threshold
         if isinstance(source, (bytes, bytearray, memoryview)):
             data = bytes(source)
-            return prepare_bytes(data, require_patient_id=require, bulk_data_threshold=threshold), data
-        prepared, data_or_none = prepare_file(source, require_patient_id=require, bulk_data_threshold=threshold)
+            return prepare_bytes(data, require_patient_id=require, bulk_data_threshold=threshold,
+                                 digest_algorithm=self.digest_algorithm), data
+        prepared, data_or_none = prepare_file(source, require_patient_id=require, bulk_data_threshold=threshold,
+                                              digest_algorithm=self.digest_algorithm)
         return prepared, (data_or_none if data_or_none is not None else Path(source))
 
     def write_blob(self, prepared: PreparedInstance, payload: bytes | Path, into: BlobBatch | None = None) -> None:
@@ -169,7 +174,7 @@ class Archive:
         self.index = index
         self.blobs = blobs
         self.settings = settings
-        self.stager = Stager(blobs, settings)
+        self.stager = Stager(blobs, settings, digest_algorithm=index.content_digest())
         self.events = events or EventBus()
         self._group_commit = GroupCommit(self.commit_staged)
 

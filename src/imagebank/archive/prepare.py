@@ -8,7 +8,6 @@ transfer syntax (compressed ones included).
 from __future__ import annotations
 
 import functools
-import hashlib
 import io
 import os
 import warnings
@@ -23,6 +22,7 @@ from imagebank.archive.validation import validate_dataset, validate_file_meta
 from imagebank.dicom.attributes import IndexRecord, extract_index_record
 from imagebank.dicom.json_header import dicom_json_header
 from imagebank.errors import RejectedInstance
+from imagebank.storage import digest
 from imagebank.storage.blobs import blob_key_for
 
 #: Files up to this size are read once into memory; larger ones are streamed (memory stays flat).
@@ -32,7 +32,8 @@ _CHUNK = 1 << 20
 
 @dataclass
 class PreparedInstance:
-    sha256: str
+    #: Hex digest of the bytes, by the archive's algorithm (:mod:`imagebank.storage.digest`).
+    content_digest: str
     size: int
     transfer_syntax_uid: str
     record: IndexRecord
@@ -40,7 +41,7 @@ class PreparedInstance:
 
     @functools.cached_property
     def blob_key(self) -> str:
-        return blob_key_for(self.sha256, str(self.record.series["series_instance_uid"]))
+        return blob_key_for(self.content_digest, str(self.record.series["series_instance_uid"]))
 
     @property
     def sop_instance_uid(self) -> str:
@@ -61,14 +62,15 @@ def _parse(fp: BinaryIO) -> pydicom.Dataset:
         raise RejectedInstance("unreadable", f"the DICOM data set cannot be parsed ({type(exc).__name__})") from None
 
 
-def prepare_bytes(data: bytes, *, require_patient_id: bool = True, bulk_data_threshold: int = 1024) -> PreparedInstance:
+def prepare_bytes(data: bytes, *, require_patient_id: bool = True, bulk_data_threshold: int = 1024,
+                  digest_algorithm: str = digest.DEFAULT) -> PreparedInstance:
     """Parse, validate and hash an in-memory PS3.10 file."""
     ds = _parse(io.BytesIO(data))
-    return _finish(ds, hashlib.sha256(data).hexdigest(), len(data), require_patient_id, bulk_data_threshold)
+    return _finish(ds, digest.digest(data, digest_algorithm), len(data), require_patient_id, bulk_data_threshold)
 
 
-def prepare_file(path: str | os.PathLike[str], *, require_patient_id: bool = True,
-                 bulk_data_threshold: int = 1024) -> tuple[PreparedInstance, bytes | None]:
+def prepare_file(path: str | os.PathLike[str], *, require_patient_id: bool = True, bulk_data_threshold: int = 1024,
+                 digest_algorithm: str = digest.DEFAULT) -> tuple[PreparedInstance, bytes | None]:
     """Like :func:`prepare_bytes` for a file; also returns the bytes when they were small enough to keep.
 
     ``None`` as second item means the caller must stream the file to the blob store itself.
@@ -76,18 +78,18 @@ def prepare_file(path: str | os.PathLike[str], *, require_patient_id: bool = Tru
     size = Path(path).stat().st_size
     if size <= IN_MEMORY_LIMIT:
         data = Path(path).read_bytes()
-        return prepare_bytes(data, require_patient_id=require_patient_id,
-                             bulk_data_threshold=bulk_data_threshold), data
-    digest = hashlib.sha256()
+        return prepare_bytes(data, require_patient_id=require_patient_id, bulk_data_threshold=bulk_data_threshold,
+                             digest_algorithm=digest_algorithm), data
+    hasher = digest.hasher(digest_algorithm)
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
+            hasher.update(chunk)
         fh.seek(0)
         ds = _parse(fh)
-    return _finish(ds, digest.hexdigest(), size, require_patient_id, bulk_data_threshold), None
+    return _finish(ds, hasher.hexdigest(), size, require_patient_id, bulk_data_threshold), None
 
 
-def _finish(ds: pydicom.Dataset, sha256: str, size: int, require_patient_id: bool,
+def _finish(ds: pydicom.Dataset, content_digest: str, size: int, require_patient_id: bool,
             bulk_data_threshold: int) -> PreparedInstance:
     validate_file_meta(ds)
     validate_dataset(ds, require_patient_id=require_patient_id)
@@ -101,7 +103,7 @@ def _finish(ds: pydicom.Dataset, sha256: str, size: int, require_patient_id: boo
             "unreadable", f"an attribute value cannot be decoded ({type(exc).__name__})",
         ) from None
     return PreparedInstance(
-        sha256=sha256,
+        content_digest=content_digest,
         size=size,
         transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
         record=record,

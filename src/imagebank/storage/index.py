@@ -24,8 +24,10 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from imagebank.dicom.attributes import IndexRecord
+from imagebank.storage import digest
 from imagebank.storage.database import read_only
 from imagebank.storage.schema import (
+    archive_settings,
     ingest_log,
     ingest_sources,
     instance_headers,
@@ -48,7 +50,8 @@ class StagedInstance:
     """An instance whose bytes are already durable in the blob store under ``blob_key``."""
 
     record: IndexRecord
-    sha256: str
+    #: Hex digest of the bytes, by the archive's algorithm (:meth:`MetadataIndex.content_digest`).
+    content_digest: str
     size: int
     blob_key: str
     transfer_syntax_uid: str
@@ -113,9 +116,9 @@ _HIERARCHY_MISMATCH = _Conflict(
 
 # The statements every ingested instance runs, built once: SQLAlchemy caches their compiled form either way,
 # but building and cache-keying a fresh statement object per call cost more than executing it on SQLite.
-_INSTANCE_BY_UID = select(instances.c.id, instances.c.sha256, instances.c.blob_key).where(
+_INSTANCE_BY_UID = select(instances.c.id, instances.c.content_digest, instances.c.blob_key).where(
     instances.c.sop_instance_uid == bindparam("uid"))
-_BLOB_OF_UID = select(instances.c.blob_key, instances.c.sha256).where(instances.c.sop_instance_uid == bindparam("uid"))
+_BLOB_OF_UID = select(instances.c.blob_key, instances.c.content_digest).where(instances.c.sop_instance_uid == bindparam("uid"))
 _PATIENT_BY_KEY = select(patients.c.id).where(
     patients.c.patient_id == bindparam("pid"), patients.c.issuer_of_patient_id == bindparam("issuer"))
 _STUDY_BY_UID = select(studies.c.id, studies.c.patient_pk).where(studies.c.study_instance_uid == bindparam("uid"))
@@ -131,7 +134,7 @@ _FILED_SERIES_ROWS = (
 _FILED_SERIES = _FILED_SERIES_ROWS.where(series.c.series_instance_uid == bindparam("uid"))
 #: The same lookups for a whole batch at once (``uids``: an expanding IN list).
 _INSTANCES_BY_UIDS = select(
-    instances.c.sop_instance_uid, instances.c.id, instances.c.sha256, instances.c.blob_key,
+    instances.c.sop_instance_uid, instances.c.id, instances.c.content_digest, instances.c.blob_key,
 ).where(instances.c.sop_instance_uid.in_(bindparam("uids", expanding=True)))
 _FILED_SERIES_BY_UIDS = _FILED_SERIES_ROWS.where(series.c.series_instance_uid.in_(bindparam("uids", expanding=True)))
 _STUDIES_BY_UIDS = select(studies.c.study_instance_uid, studies.c.id, studies.c.patient_pk).where(
@@ -320,11 +323,19 @@ class MetadataIndex:
 
     # ------------------------------------------------------------------- reads
 
+    def content_digest(self) -> str:
+        """The algorithm of this archive's content digests (:mod:`imagebank.storage.digest`), fixed when the
+        archive was created."""
+        with read_only(self.engine) as conn:
+            value = conn.execute(select(archive_settings.c.value).where(
+                archive_settings.c.name == "content_digest")).scalar()
+        return str(value) if value is not None else digest.LEGACY
+
     def blob_key_for(self, sop_instance_uid: str) -> tuple[str, str] | None:
-        """``(blob_key, sha256)`` of a stored instance, or ``None``."""
+        """``(blob_key, content_digest)`` of a stored instance, or ``None``."""
         with read_only(self.engine) as conn:
             row = conn.execute(_BLOB_OF_UID, {"uid": sop_instance_uid}).first()
-        return (row.blob_key, row.sha256) if row else None
+        return (row.blob_key, row.content_digest) if row else None
 
     def blob_keys_for(self, sop_instance_uids: Sequence[str]) -> dict[str, str]:
         """``SOPInstanceUID -> blob key`` for the stored ones among ``sop_instance_uids``."""
@@ -431,7 +442,7 @@ class _BatchWriter:
         self.patients: dict[tuple[str, str], int | None] = {}
         self.studies: dict[str, tuple[int, int] | None] = {}
         self.series: dict[str, tuple[int, int] | None] = {}
-        self.known: dict[str, tuple[int | None, str, str]] = {}  # sop uid -> (pk, sha256, blob key)
+        self.known: dict[str, tuple[int | None, str, str]] = {}  # sop uid -> (pk, content digest, blob key)
         self.absent: set[str] = set()  # sop uids looked up and not stored
         self.pending: list[tuple[dict[str, Any], str]] = []  # instance row, header json
         self.series_delta: dict[int, int] = defaultdict(int)
@@ -465,7 +476,7 @@ class _BatchWriter:
         """
         sop_uids = list(dict.fromkeys(item.record.instance["sop_instance_uid"] for item in items))
         for stored in self._rows_in(_INSTANCES_BY_UIDS, "uids", sop_uids):
-            self.known[stored.sop_instance_uid] = (stored.id, stored.sha256, stored.blob_key)
+            self.known[stored.sop_instance_uid] = (stored.id, stored.content_digest, stored.blob_key)
         self.absent.update(uid for uid in sop_uids if uid not in self.known)
 
         series_uids = [uid for uid in dict.fromkeys(item.record.series["series_instance_uid"] for item in items)
@@ -563,11 +574,11 @@ class _BatchWriter:
         existing = self._existing(sop_uid)
         superseded: str | None = None
         if existing is not None:
-            if existing[1] == item.sha256:
+            if existing[1] == item.content_digest:
                 return CommitOutcome(Outcome.DUPLICATE,
                                      unused_blob_key=item.blob_key if existing[2] != item.blob_key else None)
             if self.policy != "replace":
-                self._log(sop_uid, "rejected-conflict", existing[1], item.sha256)
+                self._log(sop_uid, "rejected-conflict", existing[1], item.content_digest)
                 return CommitOutcome(
                     Outcome.REJECTED, "duplicate-conflict",
                     "an instance with this SOPInstanceUID is already stored with different content "
@@ -580,7 +591,7 @@ class _BatchWriter:
         except _Conflict as exc:
             return CommitOutcome(Outcome.REJECTED, exc.reason, exc.message, exc.attribute)
         if existing is not None:
-            self._log(sop_uid, "replaced", existing[1], item.sha256)
+            self._log(sop_uid, "replaced", existing[1], item.content_digest)
 
         if existing is not None:  # replace: the new bytes are durable, the old row goes now
             self.flush()
@@ -623,9 +634,9 @@ class _BatchWriter:
 
         self.pending.append((_fit(instances, {
             **rec.instance, "series_pk": found[0], "transfer_syntax_uid": item.transfer_syntax_uid,
-            "blob_key": item.blob_key, "size": item.size, "sha256": item.sha256, "stored_at": self.now,
+            "blob_key": item.blob_key, "size": item.size, "content_digest": item.content_digest, "stored_at": self.now,
             "origin": self.origin}), item.header_json))
-        self.known[sop_uid] = (None, item.sha256, item.blob_key)
+        self.known[sop_uid] = (None, item.content_digest, item.blob_key)
         self.series_delta[found[0]] += 1
         self.study_delta[study[0]][0] += int(new_series)
         self.study_delta[study[0]][1] += 1
@@ -639,7 +650,7 @@ class _BatchWriter:
 
     def _log(self, sop_uid: str, action: str, previous: str, new: str) -> None:
         self.conn.execute(insert(ingest_log).values(at=self.now, sop_instance_uid=sop_uid, action=action,
-                                                    previous_sha256=previous, new_sha256=new, origin=self.origin))
+                                                    previous_digest=previous, new_digest=new, origin=self.origin))
 
     def _check_hierarchy(self, rec: IndexRecord, patient_key: tuple[str, str]) -> None:
         study = self._study(rec.study["study_instance_uid"])
@@ -657,7 +668,7 @@ class _BatchWriter:
             self.conn.execute(_INSERT_HEADERS, [
                 {"instance_pk": pk, "dicom_json": header} for pk, (_, header) in zip(ids, self.pending, strict=True)])
             for pk, (row, _) in zip(ids, self.pending, strict=True):
-                self.known[row["sop_instance_uid"]] = (pk, row["sha256"], row["blob_key"])
+                self.known[row["sop_instance_uid"]] = (pk, row["content_digest"], row["blob_key"])
             self.pending = []
         if self.series_delta:
             self.conn.execute(_COUNT_SERIES, [{"pk": pk, "n": n} for pk, n in self.series_delta.items()])

@@ -163,7 +163,8 @@ instances = Table(
     Column("verification_flag", CS),
     Column("blob_key", String(80), nullable=False),
     Column("size", BigInteger, nullable=False),
-    Column("sha256", String(64), nullable=False),
+    #: Hex digest of the stored bytes, by the archive's algorithm (``archive_settings.content_digest``).
+    Column("content_digest", String(64), nullable=False),
     Column("stored_at", DateTime(timezone=True), nullable=False),
     Column("origin", String(32), nullable=False),
     Index(None, "series_pk", "instance_number"),
@@ -187,11 +188,19 @@ ingest_log = Table(
     Column("at", DateTime(timezone=True), nullable=False),
     Column("sop_instance_uid", UID, nullable=False),
     Column("action", String(32), nullable=False),
-    Column("previous_sha256", String(64)),
-    Column("new_sha256", String(64)),
+    Column("previous_digest", String(64)),
+    Column("new_digest", String(64)),
     Column("origin", String(32), nullable=False),
     Index(None, "sop_instance_uid"),
     Index(None, "at"),
+)
+
+#: Choices made once for the life of an archive (``content_digest``: see :mod:`imagebank.storage.digest`).
+archive_settings = Table(
+    "archive_settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(256), nullable=False),
 )
 
 #: Bulk-ingest journal: which source files a job already committed, so a rerun resumes.

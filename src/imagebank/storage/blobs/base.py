@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from typing import BinaryIO, Protocol, runtime_checkable
 
 
-def blob_key_for(sha256_hex: str, series_instance_uid: str) -> str:
-    """``ab/cdef012345/<sha256>``: the bytes of the instances of one series share a directory, named by a
+def blob_key_for(content_digest: str, series_instance_uid: str) -> str:
+    """``ab/cdef012345/<content digest>``: the bytes of the instances of one series share a directory, named by a
     hash of the Series Instance UID under a 256-way fan-out.
 
     The key still derives from the content: the same bytes are the same instance of the same series, so a
@@ -30,7 +30,7 @@ def blob_key_for(sha256_hex: str, series_instance_uid: str) -> str:
     too). At 10^8 instances in 10^6 series, a top-level directory holds about 4,000 series.
     """
     series = hashlib.sha256(series_instance_uid.encode()).hexdigest()
-    return f"{series[:2]}/{series[2:12]}/{sha256_hex}"
+    return f"{series[:2]}/{series[2:12]}/{content_digest}"
 
 
 @runtime_checkable
