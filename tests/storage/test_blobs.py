@@ -141,7 +141,6 @@ def test_direct_io_writes_exactly_the_bytes_of_any_length(tmp_path: Path, size: 
 def test_direct_io_falls_back_where_the_filesystem_refuses_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import errno
 
-    from imagebank.storage.blobs import filesystem
 
     real_open = os.open
 
@@ -189,7 +188,6 @@ def test_a_filesystem_batch_shows_nothing_before_publish_and_leaves_nothing_when
 
 
 def test_a_batch_without_syncfs_fsyncs_each_file_and_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from imagebank.storage.blobs import filesystem
 
     synced: list[str] = []
     real_fsync = os.fsync
@@ -214,7 +212,6 @@ def test_a_batch_without_syncfs_fsyncs_each_file_and_directory(tmp_path: Path, m
 def test_a_batch_that_cannot_be_published_names_the_problem_and_shows_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from imagebank.errors import StorageError
-    from imagebank.storage.blobs import filesystem
 
     store = FilesystemBlobStore(tmp_path)
     batch = store.batch()
