@@ -56,8 +56,9 @@ def test_a_new_archive_digests_with_blake3_and_one_with_instances_keeps_sha256_a
     archive = open_archive(settings)
     assert archive.index.content_digest() == "blake3"
     first = make_instance(1)
-    assert archive.ingest(first).outcome is Outcome.STORED
-    assert archive.index.blob_key_for(str(archive.ingest(first).sop_instance_uid))[1] == \
+    stored = archive.ingest(first)
+    assert stored.outcome is Outcome.STORED
+    assert archive.index.blob_key_for(str(stored.sop_instance_uid))[1] == \
         blake3.blake3(first).hexdigest()  # type: ignore[index]
     engine = archive.index.engine
     with engine.begin() as conn:  # what revision 0005 held: SHA-256 digests
